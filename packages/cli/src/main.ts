@@ -1,7 +1,17 @@
 /** `bitorrent` command dispatcher: each subcommand lives in its own module and is loaded on demand. */
 type Command = { summary: string; load: () => Promise<(argv: string[]) => Promise<number | void>> };
 
-const commands: Record<string, Command> = {};
+const commands: Record<string, Command> = {
+  download: { summary: 'download a torrent (magnet, .torrent file or info-hash)', load: async () => (await import('./commands/download.js')).run },
+  seed: { summary: 'seed a file or folder (or a .torrent whose data is present)', load: async () => (await import('./commands/seed.js')).run },
+  create: { summary: 'create a .torrent from a file or folder', load: async () => (await import('./commands/create.js')).run },
+  info: { summary: 'show what a .torrent or magnet link holds', load: async () => (await import('./commands/info.js')).run },
+  tracker: { summary: 'run a BitTorrent tracker (HTTP + UDP)', load: async () => (await import('@bitorrent/tracker/cli')).runTrackerCli },
+  ledger: { summary: 'run or verify the private token ledger', load: async () => (await import('@bitorrent/ledger/cli')).runLedgerCli },
+  wallet: { summary: 'manage your BTT wallet (keys, balance, payments)', load: async () => (await import('@bitorrent/ledger/cli')).runWalletCli },
+  dht: { summary: 'run a standalone DHT node or look up peers', load: async () => (await import('@bitorrent/dht/cli')).runDhtCli },
+  demo: { summary: 'BitTorrent Speed demo: a paying swarm on loopback with an embedded ledger', load: async () => (await import('@bitorrent/speed/demo')).runDemoCli },
+};
 
 export function usage(): string {
   const lines = ['usage: bitorrent <command> [options]', '', 'commands:'];
