@@ -1,1 +1,2 @@
 export * from './bencode.js';
+export * from './compact.js';
