@@ -1,1 +1,11 @@
-export {};
+export * from './codec.js';
+export * from './keys.js';
+export * from './payment.js';
+export * from './ops.js';
+export * from './state.js';
+export * from './api.js';
+export * from './ledger.js';
+export * from './client.js';
+export * from './storage.js';
+export { verifyJournal, type VerifyReport } from './verify.js';
+export { createLedgerServer, type LedgerServerOptions } from './server.js';

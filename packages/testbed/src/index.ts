@@ -1,1 +1,10 @@
-export {};
+export * from './util.js';
+export * from './process.js';
+export * from './torrent.js';
+export * from './opentracker.js';
+export * from './libtorrent.js';
+export * from './qbittorrent.js';
+export * from './transmission.js';
+export * from './aria2.js';
+export * from './bdecode.js';
+export * from './bitorrent.js';

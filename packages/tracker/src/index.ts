@@ -1,1 +1,10 @@
-export {};
+export { SwarmStore, PeerTable, Swarm, EVENT_NONE, EVENT_COMPLETED, EVENT_STARTED, EVENT_STOPPED } from './swarm.js';
+export type { SwarmStoreOptions, AnnounceResult, AnnounceEvent } from './swarm.js';
+export { ConnectionIds, halfSipHash64 } from './connid.js';
+export { RateLimiter } from './ratelimit.js';
+export { Tracker, TrackerStats, compactAddress, parseIPv4, hexToInfoHash, infoHashToHex, bep41Passkey } from './tracker.js';
+export type { TrackerOptions, HttpResult } from './tracker.js';
+export { TrackerServer, startTracker } from './server.js';
+export type { TrackerServerOptions } from './server.js';
+export { serializeStore, deserializeInto, saveState, loadState, StateFileError } from './persist.js';
+export { runTrackerCli } from './cli.js';

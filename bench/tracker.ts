@@ -1,0 +1,204 @@
+/**
+ * Tracker benchmark: bitorrent's tracker beside opentracker (Debian package), same machine, same run.
+ *
+ *   npm run bench -- tracker [--quick] [--seconds N] [--rounds N] [--http-conc N] [--udp-conc N]
+ *
+ * HTTP: wrk (1 thread, keep-alive, Lua script varying info_hash / peer_id / port over 1000 whitelisted hashes).
+ * UDP: bench/tracker/udpgen.mjs in a child process (closed loop, fixed concurrency, BEP 15 connect + announce).
+ * Each target is measured `rounds` times per protocol, interleaved; the best round counts.
+ * Memory: bytes per stored peer = (heapUsed + arrayBuffers) delta / peers, in this process, with gc.
+ * Last line: one JSON object.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { SwarmStore } from '../packages/tracker/src/swarm.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..');
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    seconds: { type: 'string' },
+    rounds: { type: 'string' },
+    'http-conc': { type: 'string' },
+    'udp-conc': { type: 'string' },
+  },
+});
+const quick = values.quick === true;
+const seconds = Number(values.seconds ?? (quick ? 3 : 8));
+const rounds = Number(values.rounds ?? (quick ? 1 : 2));
+const httpConc = Number(values['http-conc'] ?? 64);
+const udpConc = Number(values['udp-conc'] ?? 64);
+
+const children: ChildProcess[] = [];
+function cleanup(): void {
+  for (const c of children) if (c.exitCode === null && c.pid) try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
+}
+process.on('exit', cleanup);
+process.on('SIGINT', () => { cleanup(); process.exit(130); });
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function waitTcp(port: number, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const c = connect(port, '127.0.0.1', () => { c.destroy(); r(true); });
+      c.on('error', () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`nothing listening on ${port}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(c);
+    let out = '', err = '';
+    c.stdout!.on('data', (d) => (out += d));
+    c.stderr!.on('data', (d) => (err += d));
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}: ${err.slice(-500)}`))));
+  });
+}
+
+function lastJson(out: string): Record<string, number> {
+  const lines = out.trim().split('\n').filter((l) => l.startsWith('{'));
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+interface Result { rps: number; p99_ms: number; p50_ms: number; errors: number }
+
+async function httpLoad(port: number, hashFile: string): Promise<Result> {
+  const out = await run('wrk', ['-t1', `-c${httpConc}`, `-d${seconds}s`, '--latency', '-s', join(here, 'tracker', 'announce.lua'), `http://127.0.0.1:${port}`], {
+    ...process.env,
+    HASHFILE: hashFile,
+  });
+  const j = lastJson(out);
+  return {
+    rps: Math.round(j.requests / (j.duration_us / 1e6)),
+    p50_ms: j.p50_us / 1000,
+    p99_ms: j.p99_us / 1000,
+    errors: j.errors_connect + j.errors_read + j.errors_status + j.errors_timeout,
+  };
+}
+
+async function udpLoad(port: number, hashFile: string): Promise<Result> {
+  const out = await run(process.execPath, [join(here, 'tracker', 'udpgen.mjs'), '127.0.0.1', String(port), String(seconds), String(udpConc), '8', hashFile, '1']);
+  const j = lastJson(out);
+  return { rps: j.rps, p50_ms: j.p50_ms, p99_ms: j.p99_ms, errors: j.errors + j.timeouts };
+}
+
+function bytesPerPeer(swarms: number, peersPer: number): number {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return NaN;
+  const store = new SwarmStore({ maxSwarms: swarms + 1, maxPeersPerSwarm: peersPer + 1, maxPeers: swarms * peersPer + 1 });
+  const mem = (): number => { gc(); gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
+  const ih = Buffer.alloc(20);
+  const addr = Buffer.alloc(6);
+  const hashes: string[] = [];
+  for (let s = 0; s < swarms; s++) { ih.writeUInt32BE(s, 0); ih.writeUInt32BE((0x9e3779b9 ^ s) >>> 0, 4); hashes.push(ih.toString('latin1')); }
+  const before = mem();
+  let n = 0;
+  for (let s = 0; s < swarms; s++) {
+    for (let p = 0; p < peersPer; p++) {
+      addr.writeUInt32BE((0x0a000000 + p * 7919 + s) >>> 0, 0);
+      addr.writeUInt16BE(1024 + (p % 60000), 4);
+      store.announce(hashes[s], false, addr, 0, 2, p % 4 === 0, 0);
+      n++;
+    }
+  }
+  const after = mem();
+  if (store.totalPeers !== n) throw new Error(`stored ${store.totalPeers} of ${n}`);
+  return Math.round(((after - before) / n) * 10) / 10;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'bt-trkbench-'));
+  chmodSync(dir, 0o755);
+  const hashFile = join(dir, 'whitelist.txt');
+  const hashes = Array.from({ length: 1000 }, () => randomBytes(20).toString('hex'));
+  writeFileSync(hashFile, hashes.join('\n') + '\n');
+  chmodSync(hashFile, 0o644);
+  try {
+    // opentracker (whitelist build; drops privileges, hence the world-readable folder).
+    const otPort = await freePort();
+    const ot = spawn('opentracker', ['-i', '127.0.0.1', '-p', String(otPort), '-P', String(otPort), '-w', hashFile], { stdio: 'ignore', cwd: dir });
+    children.push(ot);
+    await waitTcp(otPort);
+    // bitorrent tracker, its own process, same whitelist.
+    const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(bt);
+    const listening = await new Promise<{ http_port: number; udp_port: number }>((resolve, reject) => {
+      let buf = '';
+      bt.stdout!.on('data', (d) => {
+        buf += d;
+        const line = buf.split('\n').find((l) => l.includes('"listening"'));
+        if (line) resolve(JSON.parse(line));
+      });
+      bt.on('exit', (c) => reject(new Error(`bitorrent tracker exited ${c}`)));
+    });
+    console.error(`# opentracker on ${otPort}, bitorrent on http ${listening.http_port} / udp ${listening.udp_port}; ${seconds}s × ${rounds} rounds, HTTP conc ${httpConc}, UDP conc ${udpConc}`);
+    const best = (a: Result | null, b: Result): Result => (a === null || b.rps > a.rps ? b : a);
+    let btH: Result | null = null, otH: Result | null = null, btU: Result | null = null, otU: Result | null = null;
+    for (let r = 0; r < rounds; r++) {
+      const a = await httpLoad(listening.http_port, hashFile); console.error(`# round ${r + 1} http bitorrent   ${JSON.stringify(a)}`); btH = best(btH, a);
+      const b = await httpLoad(otPort, hashFile); console.error(`# round ${r + 1} http opentracker ${JSON.stringify(b)}`); otH = best(otH, b);
+      const c = await udpLoad(listening.udp_port, hashFile); console.error(`# round ${r + 1} udp  bitorrent   ${JSON.stringify(c)}`); btU = best(btU, c);
+      const d = await udpLoad(otPort, hashFile); console.error(`# round ${r + 1} udp  opentracker ${JSON.stringify(d)}`); otU = best(otU, d);
+    }
+    const statsRes = await fetch(`http://127.0.0.1:${listening.http_port}/stats?format=json`).then((r) => r.json() as Promise<Record<string, number>>);
+    console.error(`# bitorrent tracker after load: ${statsRes.torrents} swarms, ${statsRes.peers} peers, rss ${(statsRes.rss_bytes / 1e6).toFixed(0)} MB`);
+    const bpp = bytesPerPeer(quick ? 200 : 1000, 1000);
+    const bppSmall = bytesPerPeer(quick ? 20_000 : 100_000, 5);
+    console.error(`# bytes per peer: ${bpp} (swarms of 1000 peers), ${bppSmall} (swarms of 5 peers)`);
+    const r2 = (x: number): number => Math.round(x * 1000) / 1000;
+    console.log(JSON.stringify({
+      bench: 'tracker',
+      seconds,
+      rounds,
+      http_concurrency: httpConc,
+      udp_concurrency: udpConc,
+      bitorrent_http_rps: btH!.rps,
+      opentracker_http_rps: otH!.rps,
+      ratio_http: r2(btH!.rps / otH!.rps),
+      bitorrent_udp_rps: btU!.rps,
+      opentracker_udp_rps: otU!.rps,
+      ratio_udp: r2(btU!.rps / otU!.rps),
+      p99_ms_http_bitorrent: btH!.p99_ms,
+      p99_ms_http_opentracker: otH!.p99_ms,
+      p99_ms_udp_bitorrent: btU!.p99_ms,
+      p99_ms_udp_opentracker: otU!.p99_ms,
+      errors_http_bitorrent: btH!.errors,
+      errors_http_opentracker: otH!.errors,
+      errors_udp_bitorrent: btU!.errors,
+      errors_udp_opentracker: otU!.errors,
+      bytes_per_peer: bpp,
+      bytes_per_peer_small_swarms: bppSmall,
+    }));
+  } finally {
+    cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e); cleanup(); process.exit(1); });

@@ -1,0 +1,97 @@
+/** Options shared by the commands that run a session (download, seed). */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parsePeerAddress, parseRate, UNITS_HELP, type PeerAddress, type SessionOptions } from '@bitorrent/core';
+
+export const sessionOptionSpec = {
+  'peer-port': { type: 'string' },
+  host: { type: 'string' },
+  peer: { type: 'string', multiple: true },
+  tracker: { type: 'string', multiple: true, short: 't' },
+  'max-up': { type: 'string' },
+  'max-down': { type: 'string' },
+  'max-peers': { type: 'string' },
+  'state-dir': { type: 'string' },
+  'no-resume': { type: 'boolean' },
+  dht: { type: 'boolean' },
+  'no-dht': { type: 'boolean' },
+  'dht-port': { type: 'string' },
+  'dht-bootstrap': { type: 'string', multiple: true },
+  'no-pex': { type: 'boolean' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export const sessionOptionHelp = `
+network:
+  --peer-port N          TCP port for peer connections (default 6881; 0 = any free port)
+  --host ADDR            listen address (default :: = all IPv6 and IPv4)
+  --peer HOST:PORT       connect to this peer (repeatable)
+  -t, --tracker URL      extra tracker (repeatable)
+  --max-peers N          connections per torrent (default 50)
+  --dht / --no-dht       find peers through the Mainline DHT (default on, never for private torrents)
+  --dht-port N           UDP port of the DHT node (default: the peer port)
+  --dht-bootstrap H:P    DHT bootstrap node (repeatable)
+  --no-pex               do not exchange peers with peers (BEP 11)
+limits:
+  --max-up RATE          upload limit, e.g. 500K, 2MiB/s (default unlimited)
+  --max-down RATE        download limit
+  ${UNITS_HELP.split('\n').join('\n  ')}
+state:
+  --state-dir DIR        fast-resume data (default ~/.local/state/bitorrent)
+  --no-resume            neither read nor write fast-resume data
+output:
+  --json                 one JSON status object per line
+  -q, --quiet            print only errors and the final result
+`;
+
+export interface SessionFlags {
+  'peer-port'?: string;
+  host?: string;
+  peer?: string[];
+  tracker?: string[];
+  'max-up'?: string;
+  'max-down'?: string;
+  'max-peers'?: string;
+  'state-dir'?: string;
+  'no-resume'?: boolean;
+  dht?: boolean;
+  'no-dht'?: boolean;
+  'dht-port'?: string;
+  'dht-bootstrap'?: string[];
+  'no-pex'?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function parseIntFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: expected an integer from ${min} to ${max}, got '${v}'`);
+  return n;
+}
+
+export function defaultStateDir(): string {
+  const base = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  return join(base, 'bitorrent');
+}
+
+export function sessionOptions(f: SessionFlags): SessionOptions {
+  return {
+    port: parseIntFlag('peer-port', f['peer-port'], 0, 65535) ?? 6881,
+    host: f.host,
+    uploadRateLimit: f['max-up'] ? parseRate(f['max-up']) : 0,
+    downloadRateLimit: f['max-down'] ? parseRate(f['max-down']) : 0,
+    maxConnectionsPerTorrent: parseIntFlag('max-peers', f['max-peers'], 1, 10000),
+    stateDir: f['no-resume'] ? undefined : (f['state-dir'] ?? defaultStateDir()),
+  };
+}
+
+export function peersFrom(f: SessionFlags): PeerAddress[] {
+  return (f.peer ?? []).map((p) => parsePeerAddress(p));
+}
+
+export function dhtEnabled(f: SessionFlags): boolean {
+  return !f['no-dht'];
+}

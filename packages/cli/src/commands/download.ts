@@ -1,0 +1,146 @@
+/** `bitorrent download <magnet|file.torrent|info-hash>` */
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Session, formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
+import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, type SessionFlags } from './common.js';
+import { startDht } from './dht-setup.js';
+import { progressMode, reportProgress } from '../progress.js';
+
+const HELP = `usage: bitorrent download <magnet|file.torrent|info-hash> [options]
+
+Downloads a torrent into a folder, verifying every piece. Resumes where it left off.
+
+options:
+  -o, --output DIR       where to save (default: current folder)
+  --seed                 keep seeding after the download completes (Ctrl-C to stop)
+  --no-seed              exit as soon as the download completes (default)
+  --seed-ratio N         with --seed: stop once uploaded/size reaches N
+  --sequential           download pieces in order (for streaming)
+  --only LIST            download only these files (indexes from 'bitorrent info', e.g. 0,2,4-6)
+${sessionOptionHelp}`;
+
+export function parseIndexList(s: string): number[] {
+  const out: number[] = [];
+  for (const part of s.split(',')) {
+    const m = part.trim().match(/^(\d+)(?:-(\d+))?$/);
+    if (!m) throw new Error(`--only: invalid file list '${s}' (expected e.g. 0,2,4-6)`);
+    const a = Number(m[1]);
+    const b = m[2] !== undefined ? Number(m[2]) : a;
+    if (b < a || b - a > 1_000_000) throw new Error(`--only: invalid range '${part}'`);
+    for (let i = a; i <= b; i++) out.push(i);
+  }
+  return out;
+}
+
+export async function loadTorrentArg(arg: string): Promise<Buffer | string> {
+  if (/^magnet:/i.test(arg) || /^[0-9a-f]{40}$/i.test(arg) || /^[a-z2-7]{32}$/i.test(arg)) return arg;
+  try {
+    return await readFile(arg);
+  } catch (err) {
+    throw new Error(`cannot read '${arg}': ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file (expected a .torrent file, a magnet link or an info-hash)' : (err as Error).message}`);
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values: f, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...sessionOptionSpec,
+      output: { type: 'string', short: 'o' },
+      seed: { type: 'boolean' },
+      'no-seed': { type: 'boolean' },
+      'seed-ratio': { type: 'string' },
+      sequential: { type: 'boolean' },
+      only: { type: 'string' },
+    },
+  });
+  if (f.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    console.error(HELP);
+    return 2;
+  }
+  const seedRatio = f['seed-ratio'] !== undefined ? Number(f['seed-ratio']) : undefined;
+  if (seedRatio !== undefined && !(seedRatio > 0)) throw new Error(`--seed-ratio: expected a positive number, got '${f['seed-ratio']}'`);
+  const keepSeeding = !!f.seed && !f['no-seed'];
+  const source = await loadTorrentArg(positionals[0]);
+  const opts = sessionOptions(f as SessionFlags);
+  const dht = await startDht(f as SessionFlags, opts.port ?? 6881, opts.stateDir).catch((err: Error) => {
+    if (!f.quiet) console.error(`DHT unavailable: ${err.message}`);
+    return undefined;
+  });
+  const session = new Session({ ...opts, dht });
+  const mode = progressMode(f);
+  let torrent: Torrent | undefined;
+  let progress: { stop(final?: boolean): void } | undefined;
+  const shutdown = async () => {
+    progress?.stop(true);
+    await session.close();
+    await dht?.close();
+  };
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    if (mode !== 'json' && mode !== 'quiet') process.stderr.write('\nstopping (saving resume data)…\n');
+    void shutdown().then(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await session.listen();
+    const only = f.only ? parseIndexList(f.only) : undefined;
+    torrent = await session.add({
+      torrent: source,
+      path: resolve(f.output ?? '.'),
+      peers: peersFrom(f as SessionFlags),
+      trackers: f.tracker,
+      seed: keepSeeding,
+      sequential: f.sequential,
+      pex: !f['no-pex'],
+    });
+    if (only) {
+      const t = torrent;
+      const apply = () => t.setFileSelection(only);
+      if (t.metainfo) apply();
+      else t.once('metadata', apply);
+    }
+    if (mode !== 'json' && mode !== 'quiet') {
+      console.log(`${torrent.name}  ${torrent.infoHashHex}  → ${resolve(f.output ?? '.')}  (peer port ${session.port})`);
+    }
+    progress = reportProgress(torrent, mode);
+    const started = Date.now();
+    await Promise.race([
+      torrent.done,
+      new Promise((_, reject) => torrent!.once('error', reject)),
+    ]);
+    progress.stop(true);
+    progress = undefined;
+    const s = torrent.stats();
+    const secs = (Date.now() - started) / 1000;
+    if (mode === 'json') console.log(JSON.stringify({ event: 'done', infoHash: s.infoHash, bytes: s.verifiedBytes, seconds: secs }));
+    else if (mode !== 'quiet') console.log(`done: ${s.name} (${formatBytes(s.verifiedBytes)} in ${formatDuration(secs)}, ${formatRate(s.verifiedBytes / Math.max(secs, 0.001))})`);
+    if (keepSeeding) {
+      if (mode !== 'json' && mode !== 'quiet') console.log('seeding; press Ctrl-C to stop');
+      progress = reportProgress(torrent, mode);
+      const size = Math.max(1, s.totalBytes);
+      await new Promise<void>((resolveSeed) => {
+        torrent!.on('tick', () => {
+          if (seedRatio !== undefined && torrent!.stats().uploaded / size >= seedRatio) resolveSeed();
+        });
+      });
+    }
+    await shutdown();
+    return 0;
+  } catch (err) {
+    await shutdown().catch(() => {});
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

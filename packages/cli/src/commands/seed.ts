@@ -1,0 +1,116 @@
+/** `bitorrent seed <path|file.torrent>` */
+import { parseArgs } from 'node:util';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname, resolve, basename } from 'node:path';
+import { Session, createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
+import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, type SessionFlags } from './common.js';
+import { startDht } from './dht-setup.js';
+import { progressMode, reportProgress } from '../progress.js';
+
+const HELP = `usage: bitorrent seed <file-or-folder | file.torrent> [options]
+
+Seeds data to other peers. Given a file or folder, creates the torrent first (and prints its magnet
+link); given a .torrent, seeds it from --data (default: the .torrent's folder) after checking the data.
+
+options:
+  --data DIR             with a .torrent: the folder that holds its files
+  -a, --announce URL     with a path: tracker for the new torrent (repeatable)
+  --private              with a path: mark the new torrent private (BEP 27)
+  --piece-length SIZE    with a path: piece length (e.g. 256K)
+  --save-torrent FILE    with a path: also write the .torrent to FILE
+  --seed-ratio N         stop once uploaded/size reaches N (default: seed until Ctrl-C)
+${sessionOptionHelp}`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values: f, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...sessionOptionSpec,
+      data: { type: 'string' },
+      announce: { type: 'string', short: 'a', multiple: true },
+      private: { type: 'boolean' },
+      'piece-length': { type: 'string' },
+      'save-torrent': { type: 'string' },
+      'seed-ratio': { type: 'string' },
+    },
+  });
+  if (f.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    console.error(HELP);
+    return 2;
+  }
+  const target = resolve(positionals[0]);
+  const st = await stat(target).catch(() => undefined);
+  if (!st) throw new Error(`'${positionals[0]}' does not exist`);
+  const mode = progressMode(f);
+  let torrentBytes: Buffer;
+  let dataDir: string;
+  let skipHashCheck = false;
+  if (st.isFile() && target.endsWith('.torrent')) {
+    torrentBytes = await readFile(target);
+    parseTorrent(torrentBytes); // a clear error for a malformed file before anything starts
+    dataDir = resolve(f.data ?? dirname(target));
+  } else {
+    const { parseSize } = await import('@bitorrent/core');
+    const created = await createTorrent({
+      path: target,
+      announce: f.announce,
+      private: f.private,
+      pieceLength: f['piece-length'] ? parseSize(f['piece-length']) : undefined,
+    });
+    torrentBytes = created.torrent;
+    dataDir = dirname(target);
+    skipHashCheck = true; // we hashed it just now
+    if (f['save-torrent']) await writeFile(f['save-torrent'], torrentBytes);
+    if (mode !== 'quiet') {
+      const m = created.metainfo;
+      const line = { event: 'created', name: m.name, infoHash: m.infoHashHex, size: m.length, magnet: formatMagnet({ infoHash: m.infoHash, name: m.name, trackers: m.announce.flat() }) };
+      console.log(mode === 'json' ? JSON.stringify(line) : `created ${basename(target)}: ${formatBytes(m.length)}, info-hash ${m.infoHashHex}\n${line.magnet}`);
+    }
+  }
+  const opts = sessionOptions(f as SessionFlags);
+  const dht = await startDht(f as SessionFlags, opts.port ?? 6881, opts.stateDir).catch(() => undefined);
+  const session = new Session({ ...opts, dht });
+  let progress: { stop(final?: boolean): void } | undefined;
+  const shutdown = async () => {
+    progress?.stop(true);
+    await session.close();
+    await dht?.close();
+  };
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    void shutdown().then(() => process.exit(0));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  await session.listen();
+  const torrent = await session.add({ torrent: torrentBytes, path: dataDir, peers: peersFrom(f as SessionFlags), trackers: f.tracker, seed: true, skipHashCheck, pex: !f['no-pex'] });
+  await new Promise<void>((res, rej) => {
+    if (torrent.state === 'seeding' || torrent.state === 'downloading') return res();
+    torrent.once('ready', () => res());
+    torrent.once('error', rej);
+  });
+  const s = torrent.stats();
+  if (s.progress < 1) {
+    await shutdown();
+    throw new Error(`data for '${s.name}' in ${dataDir} is incomplete (${(s.progress * 100).toFixed(1)}% verified); use 'bitorrent download' to fetch the rest`);
+  }
+  if (mode === 'json') console.log(JSON.stringify({ event: 'seeding', infoHash: s.infoHash, port: session.port }));
+  else if (mode !== 'quiet') console.log(`seeding ${s.name} (${formatBytes(s.totalBytes)}) on peer port ${session.port}; Ctrl-C to stop`);
+  progress = reportProgress(torrent, mode);
+  const ratio = f['seed-ratio'] !== undefined ? Number(f['seed-ratio']) : undefined;
+  await new Promise<void>((res) => {
+    if (ratio === undefined) return; // until a signal
+    torrent.on('tick', () => {
+      if (torrent.stats().uploaded / Math.max(1, s.totalBytes) >= ratio) res();
+    });
+  });
+  await shutdown();
+  return 0;
+}

@@ -1,0 +1,1071 @@
+/**
+ * One torrent in a session: connects peers, requests blocks, verifies and stores pieces, serves uploads,
+ * runs the choker and talks to trackers. Policies (picker, choker, rate limits) are plain objects it
+ * consults; I/O (sockets, disk, hashing) is behind the wire, storage and hasher interfaces.
+ */
+import { EventEmitter } from 'node:events';
+import { createConnection, isIP, type Socket } from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { Clock, Timer } from './clock.js';
+import { RateMeter } from './clock.js';
+import { peerKey, type PeerAddress } from './compact.js';
+import type { Metainfo } from './metainfo.js';
+import { parseInfoDict, pieceSize } from './metainfo.js';
+import { BitField } from './bitfield.js';
+import type { PieceStorage } from './storage/index.js';
+import { FileStorage, checkExistingData, validateResume, type ResumeStore } from './storage/index.js';
+import type { PieceHasher } from './hasher.js';
+import { PiecePicker, filePrioritiesToPieces, type BlockRequest } from './picker.js';
+import { StandardChoker, type ChokerPolicy, type ChokerPeer } from './choker.js';
+import { TokenBucket } from './rate-limit.js';
+import { Announcer } from './tracker-client/index.js';
+import type { UdpTrackerClient } from './tracker-client/index.js';
+import { PeerWire } from './wire/peer-wire.js';
+import type { WireExtensionFactory } from './wire/extensions.js';
+import { utMetadata } from './wire/ut-metadata.js';
+import { utPex } from './wire/ut-pex.js';
+
+export const BLOCK_SIZE = 16 * 1024;
+/** Largest block we serve: 16 KiB is the spec, many clients accept up to 128 KiB. */
+const MAX_SERVED_BLOCK = 128 * 1024;
+/** Requests a peer may queue with us (advertised as reqq); beyond that they are rejected. */
+const MAX_PEER_REQUEST_QUEUE = 500;
+/** Hash failures a peer may contribute to before it is banned. */
+const BAN_AFTER_HASH_FAILURES = 2;
+/** Bytes of verified pieces waiting for the disk before we stop requesting more (memory bound). */
+const MAX_PENDING_WRITE_BYTES = 64 * 1024 * 1024;
+
+export type TorrentState = 'metadata' | 'checking' | 'downloading' | 'seeding' | 'paused' | 'error' | 'closed';
+
+export interface TorrentStats {
+  infoHash: string;
+  name: string;
+  state: TorrentState;
+  /** Fraction of wanted bytes verified, 0..1. */
+  progress: number;
+  /** Verified bytes of wanted pieces. */
+  verifiedBytes: number;
+  wantedBytes: number;
+  totalBytes: number;
+  /** Payload bytes received / sent in this session. */
+  downloaded: number;
+  uploaded: number;
+  downloadRate: number;
+  uploadRate: number;
+  peers: number;
+  seeds: number;
+  candidates: number;
+  /** Seconds until done at the current rate; Infinity when stalled. */
+  eta: number;
+  pieces: { have: number; total: number };
+  hashFailures: number;
+  wastedBytes: number;
+  error?: string;
+}
+
+export interface TorrentDeps {
+  clock: Clock;
+  peerId: Buffer;
+  listenPort: () => number;
+  hasher: PieceHasher;
+  resumeStore?: ResumeStore;
+  udpTracker?: UdpTrackerClient;
+  globalUpload: TokenBucket;
+  globalDownload: TokenBucket;
+  extensions: WireExtensionFactory[];
+  canOpenConnection: () => boolean;
+  connectionOpened: () => void;
+  connectionClosed: () => void;
+  dht?: TorrentDht;
+  log: (msg: string) => void;
+  clientName: string;
+}
+
+/** What a torrent needs from a DHT (BEP 5); the dht package satisfies it. */
+export interface TorrentDht {
+  getPeers(infoHash: Buffer, opts?: { onPeers?(peers: PeerAddress[]): void }): Promise<PeerAddress[]>;
+  announce(infoHash: Buffer, port: number): Promise<void>;
+}
+
+export interface TorrentOptions {
+  infoHash: Buffer;
+  metainfo?: Metainfo;
+  name?: string;
+  path: string;
+  trackers: string[][];
+  peers?: PeerAddress[];
+  /** Keep seeding after the download completes (default true; the CLI may stop instead). */
+  seed?: boolean;
+  sequential?: boolean;
+  /** Per-file priority 0 (skip) .. 7. */
+  filePriorities?: number[];
+  uploadRateLimit?: number;
+  downloadRateLimit?: number;
+  maxConnections?: number;
+  uploadSlots?: number;
+  choker?: ChokerPolicy;
+  /** Skip the hash check of existing data (trust it fully): only for data we just created. */
+  skipHashCheck?: boolean;
+  pex?: boolean;
+}
+
+interface PieceInProgress {
+  buf: Buffer;
+  received: number;
+  size: number;
+}
+
+/** Per-connection state. */
+export class Peer {
+  readonly key: string;
+  has: BitField | undefined;
+  /** Bitfield received before we had the metadata. */
+  rawBitfield: Buffer | undefined;
+  hasAll = false;
+  hasNone = false;
+  readonly outstanding = new Map<string, BlockRequest>();
+  readonly uploadQueue: BlockRequest[] = [];
+  readonly downRate: RateMeter;
+  readonly upRate: RateMeter;
+  readonly connectedAt: number;
+  lastPieceAt: number;
+  lastUnchokedAt: number | undefined;
+  hashFailures = 0;
+  allowedFast = new Set<number>();
+  serving = false;
+  snubbed = false;
+  pipeline = 32;
+  remotePeerId = '';
+  constructor(
+    readonly address: PeerAddress,
+    readonly wire: PeerWire,
+    readonly outgoing: boolean,
+    clock: Clock,
+  ) {
+    this.key = peerKey(address);
+    this.downRate = new RateMeter(clock);
+    this.upRate = new RateMeter(clock);
+    this.connectedAt = clock.now();
+    this.lastPieceAt = clock.now();
+  }
+  hasPiece(i: number): boolean {
+    return this.hasAll || (this.has !== undefined && this.has.get(i));
+  }
+  isSeed(): boolean {
+    return this.hasAll || (this.has !== undefined && this.has.isComplete());
+  }
+}
+
+interface Candidate {
+  address: PeerAddress;
+  failures: number;
+  nextAttemptAt: number;
+  source: string;
+}
+
+export class Torrent extends EventEmitter {
+  readonly infoHash: Buffer;
+  readonly infoHashHex: string;
+  metainfo: Metainfo | undefined;
+  name: string;
+  state: TorrentState;
+  readonly path: string;
+  error: string | undefined;
+
+  private storage: PieceStorage | undefined;
+  private picker: PiecePicker | undefined;
+  private have: BitField | undefined;
+  private wanted: BitField | undefined;
+  private readonly peers = new Map<string, Peer>();
+  private readonly connecting = new Set<string>();
+  private readonly candidates = new Map<string, Candidate>();
+  private readonly banned = new Set<string>();
+  private readonly inProgress = new Map<number, PieceInProgress>();
+  private readonly contributors = new Map<number, Set<string>>();
+  private pendingWriteBytes = 0;
+  private readonly readCache = new Map<number, Promise<Buffer>>();
+  private readonly downRate: RateMeter;
+  private readonly upRate: RateMeter;
+  private uploadedBytes = 0;
+  private downloadedBytes = 0;
+  private wastedBytes = 0;
+  private hashFailures = 0;
+  private readonly upBucket: TokenBucket;
+  private readonly downBucket: TokenBucket;
+  private readonly choker: ChokerPolicy;
+  private announcer: Announcer | undefined;
+  private tickTimer: Timer | undefined;
+  private chokeTimer: Timer | undefined;
+  private rechokeSoon: Timer | undefined;
+  private resumeDirty = false;
+  private lastResumeSave = 0;
+  private readonly opts: TorrentOptions;
+  private readonly deps: TorrentDeps;
+  private metadataBuffer: Buffer | undefined;
+  private lastDhtLookup = -Infinity;
+  private doneEmitted = false;
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
+  private rejectDone!: (e: Error) => void;
+
+  constructor(opts: TorrentOptions, deps: TorrentDeps) {
+    super();
+    this.opts = opts;
+    this.deps = deps;
+    this.infoHash = opts.infoHash;
+    this.infoHashHex = opts.infoHash.toString('hex');
+    this.path = opts.path;
+    this.metainfo = opts.metainfo;
+    this.name = opts.metainfo?.name ?? opts.name ?? this.infoHashHex;
+    this.state = opts.metainfo ? 'checking' : 'metadata';
+    this.downRate = new RateMeter(deps.clock);
+    this.upRate = new RateMeter(deps.clock);
+    this.upBucket = new TokenBucket({ rate: opts.uploadRateLimit ?? 0, clock: deps.clock });
+    this.downBucket = new TokenBucket({ rate: opts.downloadRateLimit ?? 0, clock: deps.clock });
+    this.choker = opts.choker ?? new StandardChoker();
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    this.done.catch(() => {}); // observed through events too; never an unhandled rejection
+    if (opts.metainfo) this.metadataBuffer = opts.metainfo.infoBuffer;
+    for (const p of opts.peers ?? []) this.addPeer(p, 'user');
+  }
+
+  get isPrivate(): boolean {
+    return this.metainfo?.private ?? false;
+  }
+
+  /** Start: verify existing data (or trust fast-resume), then connect and announce. */
+  async start(): Promise<void> {
+    this.tickTimer = this.deps.clock.setInterval(() => this.tick(), 1000);
+    this.tickTimer.unref?.();
+    this.chokeTimer = this.deps.clock.setInterval(() => this.rechoke(), 10_000);
+    this.chokeTimer.unref?.();
+    this.startAnnouncer();
+    if (this.metainfo) await this.initStorage();
+    this.tick();
+  }
+
+  private startAnnouncer(): void {
+    const tiers = this.opts.trackers.filter((t) => t.length > 0);
+    if (tiers.length === 0 || this.announcer) return;
+    this.announcer = new Announcer({
+      infoHash: this.infoHash,
+      peerId: this.deps.peerId,
+      port: this.deps.listenPort(),
+      tiers,
+      udp: this.deps.udpTracker,
+      clock: this.deps.clock,
+      getStats: () => ({ uploaded: this.uploadedBytes, downloaded: this.downloadedBytes, left: this.leftBytes() }),
+    });
+    this.announcer.on('peers', (peers: PeerAddress[]) => {
+      for (const p of peers) this.addPeer(p, 'tracker');
+      this.tick();
+    });
+    this.announcer.on('error', (err: Error) => this.emit('tracker-error', err));
+    this.announcer.on('warning', (msg: string) => this.emit('tracker-warning', msg));
+    this.announcer.start();
+  }
+
+  private leftBytes(): number {
+    if (!this.metainfo || !this.have) return this.metainfo?.length ?? 0;
+    return Math.max(0, this.metainfo.length - this.verifiedBytes());
+  }
+
+  private async initStorage(): Promise<void> {
+    const meta = this.metainfo!;
+    this.state = 'checking';
+    const skipFiles = new Set<number>();
+    const prios = this.opts.filePriorities;
+    if (prios) prios.forEach((p, i) => p === 0 && skipFiles.add(i));
+    this.storage = new FileStorage(meta, this.path, { skipFiles });
+    this.picker = new PiecePicker({
+      pieceCount: meta.pieceCount,
+      pieceLength: meta.pieceLength,
+      totalLength: meta.length,
+      blockSize: BLOCK_SIZE,
+      rng: (n: number) => randomInt(n),
+    });
+    this.wanted = new BitField(meta.pieceCount);
+    const piecePrios = prios ? filePrioritiesToPieces(meta.files, prios, meta.pieceLength, meta.pieceCount) : undefined;
+    for (let i = 0; i < meta.pieceCount; i++) {
+      const p = piecePrios ? piecePrios[i] : 1;
+      if (p > 0) this.wanted.set(i);
+      if (piecePrios) this.picker.setPiecePriority(i, p);
+    }
+    if (this.opts.sequential) this.picker.setSequential(true);
+
+    let have: BitField | undefined;
+    if (this.opts.skipHashCheck) {
+      have = new BitField(meta.pieceCount);
+      for (let i = 0; i < meta.pieceCount; i++) have.set(i);
+    } else if (this.deps.resumeStore) {
+      const data = await this.deps.resumeStore.load(this.infoHash).catch(() => undefined);
+      if (data) have = await validateResume(meta, this.path, data).catch(() => undefined);
+      if (have) this.deps.log(`${this.name}: fast-resume accepted (${have.count()}/${meta.pieceCount} pieces)`);
+    }
+    if (!have) {
+      have = await checkExistingData(meta, this.storage, this.deps.hasher, (done: number, total: number) =>
+        this.emit('checking', done, total),
+      );
+    }
+    if ((this.state as TorrentState) === 'closed') return;
+    this.have = have;
+    for (let i = 0; i < meta.pieceCount; i++) if (have.get(i)) this.picker.setHave(i);
+    this.resumeDirty = true;
+    await this.saveResume();
+    // Peers that connected before the metadata arrived: give them their bitfields now.
+    for (const peer of this.peers.values()) this.applyPeerBitfield(peer);
+    this.state = 'downloading';
+    this.announceHaveAll();
+    this.checkDone();
+    this.updateInterestAll();
+    this.emit('ready');
+  }
+
+  /** Give newly connected (or pre-metadata) peers our bitfield. */
+  private announceHaveAll(): void {
+    for (const peer of this.peers.values()) this.sendOurBitfield(peer);
+  }
+
+  private verifiedBytes(): number {
+    const meta = this.metainfo;
+    if (!meta || !this.have) return 0;
+    let n = 0;
+    for (let i = 0; i < meta.pieceCount; i++) if (this.have.get(i) && this.wanted!.get(i)) n += pieceSize(meta, i);
+    return n;
+  }
+
+  private wantedBytes(): number {
+    const meta = this.metainfo;
+    if (!meta || !this.wanted) return meta?.length ?? 0;
+    let n = 0;
+    for (let i = 0; i < meta.pieceCount; i++) if (this.wanted.get(i)) n += pieceSize(meta, i);
+    return n;
+  }
+
+  private isComplete(): boolean {
+    const meta = this.metainfo;
+    if (!meta || !this.have || !this.wanted) return false;
+    for (let i = 0; i < meta.pieceCount; i++) if (this.wanted.get(i) && !this.have.get(i)) return false;
+    return true;
+  }
+
+  private checkDone(): void {
+    if (!this.isComplete()) return;
+    if (this.state === 'downloading') this.state = 'seeding';
+    if (this.doneEmitted) return;
+    this.doneEmitted = true;
+    this.announcer?.complete();
+    for (const peer of this.peers.values()) {
+      if (peer.wire.amInterested) peer.wire.notInterested();
+      // Two seeds have nothing to say to each other.
+      if (peer.isSeed()) peer.wire.destroy();
+    }
+    void this.saveResume();
+    this.emit('done');
+    this.resolveDone();
+  }
+
+  // ---------------------------------------------------------------- peers and connections
+
+  /** Add a peer address to connect to (from trackers, DHT, PEX, the user). */
+  addPeer(address: PeerAddress, source = 'user'): void {
+    if (!address || !Number.isInteger(address.port) || address.port <= 0 || address.port > 65535) return;
+    if (!isIP(address.host)) return;
+    const key = peerKey(address);
+    if (this.banned.has(address.host) || this.peers.has(key) || this.candidates.has(key)) return;
+    if (this.candidates.size >= 2000) return; // bounded
+    this.candidates.set(key, { address, failures: 0, nextAttemptAt: 0, source });
+  }
+
+  private maxConnections(): number {
+    return this.opts.maxConnections ?? 50;
+  }
+
+  private connectMore(): void {
+    if (this.state === 'closed' || this.state === 'paused' || this.state === 'error') return;
+    if (this.state === 'seeding' && !this.opts.seed) return;
+    const now = this.deps.clock.now();
+    for (const [key, cand] of this.candidates) {
+      if (this.peers.size + this.connecting.size >= this.maxConnections()) break;
+      if (!this.deps.canOpenConnection()) break;
+      if (cand.nextAttemptAt > now || this.connecting.has(key) || this.peers.has(key)) continue;
+      this.connectTo(cand);
+    }
+  }
+
+  private connectTo(cand: Candidate): void {
+    const key = peerKey(cand.address);
+    this.connecting.add(key);
+    this.deps.connectionOpened();
+    const socket = createConnection({ host: cand.address.host, port: cand.address.port });
+    socket.setNoDelay(true);
+    const timeout = this.deps.clock.setTimeout(() => socket.destroy(new Error('connect timeout')), 10_000);
+    let handedOver = false;
+    socket.once('connect', () => {
+      this.deps.clock.clearTimeout(timeout);
+      this.connecting.delete(key);
+      handedOver = true;
+      const wire = this.newWire(socket);
+      wire.sendHandshake(this.infoHash);
+      this.attachWire(wire, cand.address, true);
+    });
+    socket.once('error', () => {});
+    socket.once('close', () => {
+      this.deps.clock.clearTimeout(timeout);
+      if (!handedOver) {
+        this.connecting.delete(key);
+        this.deps.connectionClosed();
+        cand.failures++;
+        cand.nextAttemptAt = this.deps.clock.now() + Math.min(300_000, 5_000 * 2 ** cand.failures);
+        if (cand.failures >= 5) this.candidates.delete(key);
+      }
+    });
+  }
+
+  /** Build a wire with our extensions (used for outgoing connections; the session builds incoming ones). */
+  newWire(socket: Socket): PeerWire {
+    const wire = new PeerWire(socket, {
+      peerId: this.deps.peerId,
+      reserved: { extended: true, fast: true, dht: !!this.deps.dht && !this.isPrivate },
+      listenPort: this.deps.listenPort(),
+      clientName: this.deps.clientName,
+    } as ConstructorParameters<typeof PeerWire>[1]);
+    return wire;
+  }
+
+  /** Install the extensions this torrent offers on a wire (before the handshakes complete). */
+  installExtensions(wire: PeerWire): void {
+    wire.use(
+      utMetadata({
+        infoHash: this.infoHash,
+        getMetadata: () => this.metadataBuffer,
+      }),
+    );
+    if (this.opts.pex !== false && !this.isPrivate) {
+      wire.use(utPex({ getPeers: () => [...this.peers.values()].filter((p) => p.outgoing).map((p) => p.address) }));
+    }
+    for (const ext of this.deps.extensions) wire.use(ext);
+  }
+
+  /** A wire whose BitTorrent handshake for this torrent is complete (or in flight, for outgoing). */
+  attachWire(wire: PeerWire, address: PeerAddress, outgoing: boolean): void {
+    const key = peerKey(address);
+    if (this.state === 'closed' || this.banned.has(address.host) || this.peers.has(key)) {
+      wire.destroy();
+      this.deps.connectionClosed();
+      return;
+    }
+    this.candidates.delete(key);
+    const peer = new Peer(address, wire, outgoing, this.deps.clock);
+    this.peers.set(key, peer);
+    if (outgoing) this.installExtensions(wire);
+
+    const onHandshake = (infoHash: Buffer, peerId: Buffer) => {
+      if (!infoHash.equals(this.infoHash) || peerId.equals(this.deps.peerId)) return wire.destroy();
+      peer.remotePeerId = peerId.toString('hex');
+      for (const other of this.peers.values()) {
+        if (other !== peer && other.remotePeerId === peer.remotePeerId) return wire.destroy();
+      }
+      this.sendOurBitfield(peer);
+    };
+    if (outgoing) wire.once('handshake', onHandshake);
+    else {
+      const pid = (wire as unknown as { peerId?: Buffer }).peerId;
+      if (pid) peer.remotePeerId = pid.toString('hex');
+      this.sendOurBitfield(peer);
+    }
+
+    wire.on('bitfield', (buf: Buffer) => {
+      peer.rawBitfield = buf;
+      this.applyPeerBitfield(peer);
+    });
+    wire.on('have-all', () => {
+      peer.hasAll = true;
+      this.picker?.peerHasAll();
+      this.updateInterest(peer);
+      this.maybeDropSeed(peer);
+    });
+    wire.on('have-none', () => {
+      peer.hasNone = true;
+    });
+    wire.on('have', (index: number) => {
+      const meta = this.metainfo;
+      if (!meta) {
+        // Before metadata: remember haves on top of the raw bitfield is not worth it; they re-announce.
+        return;
+      }
+      if (index >= meta.pieceCount) return wire.destroy(new Error('have index out of range'));
+      if (!peer.has) peer.has = new BitField(meta.pieceCount);
+      if (peer.hasAll || peer.has.get(index)) return;
+      peer.has.set(index);
+      this.picker?.peerHave(index);
+      if (!peer.wire.amInterested) this.updateInterest(peer);
+      else this.fillRequests(peer);
+      this.maybeDropSeed(peer);
+    });
+    wire.on('choke', () => {
+      this.releaseRequests(peer, /* keepAllowedFast */ true);
+    });
+    wire.on('unchoke', () => this.fillRequests(peer));
+    wire.on('interested', () => this.scheduleRechoke());
+    wire.on('not-interested', () => this.scheduleRechoke());
+    wire.on('allowed-fast', (index: number) => {
+      if (peer.allowedFast.size < 64) peer.allowedFast.add(index);
+      this.fillRequests(peer);
+    });
+    wire.on('reject', (index: number, begin: number, length: number) => {
+      const k = `${index}:${begin}`;
+      const req = peer.outstanding.get(k);
+      if (!req || req.length !== length) return;
+      peer.outstanding.delete(k);
+      this.picker?.requestCancelled(req, peer.key);
+    });
+    wire.on('piece', (index: number, begin: number, block: Buffer) => this.onBlock(peer, index, begin, block));
+    wire.on('request', (index: number, begin: number, length: number) => this.onRequest(peer, index, begin, length));
+    wire.on('cancel', (index: number, begin: number, length: number) => {
+      const i = peer.uploadQueue.findIndex((r) => r.index === index && r.begin === begin && r.length === length);
+      if (i >= 0) peer.uploadQueue.splice(i, 1);
+    });
+    wire.on('extended-handshake', () => {
+      if (!this.metainfo) this.fetchMetadataFrom(peer);
+    });
+    wire.on('metadata', (buf: Buffer) => this.onMetadata(buf));
+    wire.on('pex-peers', (ev: { added: PeerAddress[] }) => {
+      if (this.isPrivate) return;
+      for (const p of ev.added.slice(0, 200)) this.addPeer(p, 'pex');
+    });
+    wire.on('port', (port: number) => {
+      // BEP 5: the peer runs a DHT node on this port; the session's DHT may use it.
+      this.emit('dht-node', { host: address.host, port });
+    });
+    wire.on('drain', () => this.serveUploads(peer));
+    wire.on('error', () => {});
+    wire.once('close', () => this.onPeerClose(peer));
+  }
+
+  private maybeDropSeed(peer: Peer): void {
+    if (this.state === 'seeding' && peer.isSeed()) peer.wire.destroy();
+  }
+
+  private sendOurBitfield(peer: Peer): void {
+    if (!this.have || !this.metainfo || (peer as { bitfieldSent?: boolean }).bitfieldSent) return;
+    (peer as { bitfieldSent?: boolean }).bitfieldSent = true;
+    const fast = peer.wire.peerCaps?.fast;
+    const count = this.have.count();
+    if (fast && count === this.metainfo.pieceCount) peer.wire.haveAll();
+    else if (fast && count === 0) peer.wire.haveNone();
+    else if (count > 0) peer.wire.bitfield(this.have.toBuffer());
+  }
+
+  private applyPeerBitfield(peer: Peer): void {
+    const meta = this.metainfo;
+    if (!meta || !peer.rawBitfield) return;
+    let bits: BitField;
+    try {
+      bits = BitField.fromBuffer(peer.rawBitfield, meta.pieceCount);
+    } catch {
+      peer.wire.destroy(new Error('invalid bitfield'));
+      return;
+    }
+    peer.rawBitfield = undefined;
+    peer.has = bits;
+    this.picker?.peerBitfield(bits);
+    this.updateInterest(peer);
+    this.maybeDropSeed(peer);
+  }
+
+  private onPeerClose(peer: Peer): void {
+    if (this.peers.get(peer.key) !== peer) return;
+    this.peers.delete(peer.key);
+    this.deps.connectionClosed();
+    this.releaseRequests(peer, false);
+    if (this.picker) {
+      if (peer.hasAll) this.picker.peerLost('all');
+      else if (peer.has) this.picker.peerLost(peer.has);
+    }
+    this.picker?.peerGone(peer.key);
+    // Peers we reached once are worth retrying later (unless banned).
+    if (peer.outgoing && !this.banned.has(peer.address.host) && this.state !== 'closed') {
+      this.candidates.set(peer.key, { address: peer.address, failures: 1, nextAttemptAt: this.deps.clock.now() + 30_000, source: 'reconnect' });
+    }
+    this.emit('peer-closed', peer.key);
+    this.scheduleRechoke();
+  }
+
+  private releaseRequests(peer: Peer, keepAllowedFast: boolean): void {
+    for (const [k, req] of peer.outstanding) {
+      if (keepAllowedFast && peer.allowedFast.has(req.index)) continue;
+      peer.outstanding.delete(k);
+      this.picker?.requestCancelled(req, peer.key);
+    }
+  }
+
+  // ---------------------------------------------------------------- metadata (BEP 9)
+
+  private fetchMetadataFrom(peer: Peer): void {
+    const ext = (peer.wire as unknown as { extensionsByName?: Map<string, { fetch?: () => void }> }).extensionsByName?.get('ut_metadata');
+    ext?.fetch?.();
+  }
+
+  private onMetadata(info: Buffer): void {
+    if (this.metainfo) return;
+    let meta: Metainfo;
+    try {
+      meta = parseInfoDict(info);
+    } catch (err) {
+      this.deps.log(`${this.name}: invalid metadata from peer: ${(err as Error).message}`);
+      return;
+    }
+    if (!meta.infoHash.equals(this.infoHash)) return;
+    meta.announce = this.opts.trackers;
+    this.metainfo = meta;
+    this.metadataBuffer = meta.infoBuffer;
+    this.name = meta.name;
+    this.emit('metadata', meta);
+    this.initStorage().catch((err) => this.fail(err));
+  }
+
+  // ---------------------------------------------------------------- downloading
+
+  private updateInterestAll(): void {
+    for (const peer of this.peers.values()) this.updateInterest(peer);
+  }
+
+  private updateInterest(peer: Peer): void {
+    if (!this.metainfo || !this.have || !this.wanted) return;
+    let interested = false;
+    if (!this.isComplete()) {
+      if (peer.hasAll) interested = true;
+      else if (peer.has) {
+        for (let i = 0; i < this.metainfo.pieceCount; i++) {
+          if (peer.has.get(i) && !this.have.get(i) && this.wanted.get(i)) {
+            interested = true;
+            break;
+          }
+        }
+      }
+    }
+    if (interested && !peer.wire.amInterested) peer.wire.interested();
+    else if (!interested && peer.wire.amInterested) peer.wire.notInterested();
+    if (interested) this.fillRequests(peer);
+  }
+
+  /** Keep the peer's request pipeline full. */
+  private fillRequests(peer: Peer): void {
+    const picker = this.picker;
+    if (!picker || this.state !== 'downloading' || !peer.wire.amInterested) return;
+    if (this.pendingWriteBytes > MAX_PENDING_WRITE_BYTES) return;
+    const choked = peer.wire.peerChoking;
+    if (choked && peer.allowedFast.size === 0) return;
+    // Pipeline depth follows the peer's rate: about one second of data in flight, 8..500 blocks.
+    const target = Math.max(8, Math.min(500, Math.ceil(peer.downRate.rate() / BLOCK_SIZE)));
+    peer.pipeline = Math.max(peer.pipeline, target);
+    const want = peer.pipeline - peer.outstanding.size;
+    if (want <= 0) return;
+    const reqs = picker.pickBlocks(
+      {
+        id: peer.key,
+        has: (i: number) => peer.hasPiece(i),
+        hasAll: peer.hasAll,
+        fastAllowed: peer.allowedFast,
+        choked,
+      },
+      want,
+    );
+    for (const r of reqs) {
+      if (choked && !peer.allowedFast.has(r.index)) {
+        picker.requestCancelled(r, peer.key);
+        continue;
+      }
+      peer.outstanding.set(`${r.index}:${r.begin}`, r);
+      peer.wire.request(r.index, r.begin, r.length);
+    }
+  }
+
+  private onBlock(peer: Peer, index: number, begin: number, block: Buffer): void {
+    const meta = this.metainfo;
+    const k = `${index}:${begin}`;
+    const req = peer.outstanding.get(k);
+    peer.lastPieceAt = this.deps.clock.now();
+    peer.snubbed = false;
+    this.downloadedBytes += block.length;
+    peer.downRate.add(block.length);
+    this.downRate.add(block.length);
+    this.throttleDownload(peer, block.length);
+    if (!meta || !this.picker || !this.have || !req || req.length !== block.length) {
+      this.wastedBytes += block.length;
+      return;
+    }
+    peer.outstanding.delete(k);
+    if (this.have.get(index)) {
+      this.wastedBytes += block.length;
+      this.fillRequests(peer);
+      return;
+    }
+    let piece = this.inProgress.get(index);
+    const size = pieceSize(meta, index);
+    if (!piece) {
+      piece = { buf: Buffer.allocUnsafe(size), received: 0, size };
+      this.inProgress.set(index, piece);
+    }
+    block.copy(piece.buf, begin);
+    let contributors = this.contributors.get(index);
+    if (!contributors) this.contributors.set(index, (contributors = new Set()));
+    contributors.add(peer.key);
+    const result = this.picker.blockReceived(req, peer.key) as { pieceComplete: boolean; cancel?: { peerId: string }[] | string[] };
+    // End-game duplicates: cancel the same block at the other peers.
+    const cancels = (result as { cancel?: unknown }).cancel as (string | { peerId: string })[] | undefined;
+    if (cancels) {
+      for (const c of cancels) {
+        const other = this.peers.get(typeof c === 'string' ? c : c.peerId);
+        if (other && other.outstanding.delete(k)) other.wire.cancel(index, begin, block.length);
+      }
+    }
+    if (result.pieceComplete) {
+      this.inProgress.delete(index);
+      void this.verifyAndStore(index, piece.buf);
+    }
+    this.fillRequests(peer);
+  }
+
+  private throttleDownload(peer: Peer, bytes: number): void {
+    const delay = Math.max(this.deps.globalDownload.delayFor(bytes), this.downBucket.delayFor(bytes));
+    this.deps.globalDownload.tryTake(bytes) || this.deps.globalDownload.take(bytes).catch(() => {});
+    this.downBucket.tryTake(bytes) || this.downBucket.take(bytes).catch(() => {});
+    if (delay > 0) {
+      peer.wire.pauseReading();
+      const t = this.deps.clock.setTimeout(() => peer.wire.resumeReading(), delay);
+      t.unref?.();
+    }
+  }
+
+  private async verifyAndStore(index: number, buf: Buffer): Promise<void> {
+    const meta = this.metainfo!;
+    this.pendingWriteBytes += buf.length;
+    try {
+      const digest = await this.deps.hasher.sha1(buf);
+      const expected = meta.pieceHashes.subarray(index * 20, index * 20 + 20);
+      if (!Buffer.from(digest).equals(expected)) {
+        this.onHashFailure(index);
+        return;
+      }
+      await this.storage!.writePiece(index, buf);
+      if (this.state === 'closed') return;
+      this.have!.set(index);
+      this.picker!.setHave(index);
+      this.contributors.delete(index);
+      this.resumeDirty = true;
+      for (const peer of this.peers.values()) {
+        peer.wire.have(index);
+      }
+      this.emit('piece', index);
+      if (this.isComplete()) {
+        this.checkDone();
+      } else {
+        for (const peer of this.peers.values()) if (peer.wire.amInterested && !this.peerHasWanted(peer)) this.updateInterest(peer);
+      }
+    } catch (err) {
+      this.fail(err as Error);
+    } finally {
+      this.pendingWriteBytes -= buf.length;
+      if (this.pendingWriteBytes <= MAX_PENDING_WRITE_BYTES) for (const p of this.peers.values()) this.fillRequests(p);
+    }
+  }
+
+  private peerHasWanted(peer: Peer): boolean {
+    const meta = this.metainfo!;
+    for (let i = 0; i < meta.pieceCount; i++) if (peer.hasPiece(i) && !this.have!.get(i) && this.wanted!.get(i)) return true;
+    return false;
+  }
+
+  private onHashFailure(index: number): void {
+    this.hashFailures++;
+    this.wastedBytes += pieceSize(this.metainfo!, index);
+    const who = this.contributors.get(index) ?? new Set<string>();
+    this.contributors.delete(index);
+    this.picker!.pieceFailed(index);
+    this.emit('hash-failure', index, [...who]);
+    for (const key of who) {
+      const peer = this.peers.get(key);
+      if (!peer) continue;
+      peer.hashFailures++;
+      // A piece from a single peer that fails is that peer's fault; shared pieces count for all of them.
+      if (peer.hashFailures >= BAN_AFTER_HASH_FAILURES || (who.size === 1 && peer.hashFailures >= BAN_AFTER_HASH_FAILURES)) {
+        this.ban(peer, `sent ${peer.hashFailures} pieces that failed the hash check`);
+      }
+    }
+  }
+
+  /** Disconnect a peer and refuse it (by IP) for the rest of the session. */
+  ban(peer: Peer, reason: string): void {
+    this.banned.add(peer.address.host);
+    this.candidates.delete(peer.key);
+    this.emit('peer-banned', peer.key, reason);
+    this.deps.log(`${this.name}: banned ${peer.key}: ${reason}`);
+    peer.wire.destroy();
+  }
+
+  isBanned(host: string): boolean {
+    return this.banned.has(host);
+  }
+
+  // ---------------------------------------------------------------- uploading
+
+  private onRequest(peer: Peer, index: number, begin: number, length: number): void {
+    const meta = this.metainfo;
+    const valid =
+      meta !== undefined &&
+      this.have !== undefined &&
+      index < meta.pieceCount &&
+      this.have.get(index) &&
+      length > 0 &&
+      length <= MAX_SERVED_BLOCK &&
+      begin + length <= pieceSize(meta, index);
+    const allowed = !peer.wire.amChoking || peer.allowedFast.has(index);
+    if (!valid || !allowed || peer.uploadQueue.length >= MAX_PEER_REQUEST_QUEUE) {
+      if (peer.wire.peerCaps?.fast) peer.wire.reject(index, begin, length);
+      return;
+    }
+    peer.uploadQueue.push({ index, begin, length });
+    this.serveUploads(peer);
+  }
+
+  /** Read blocks from storage and send them, respecting socket backpressure and rate limits. */
+  private serveUploads(peer: Peer): void {
+    if (peer.serving) return;
+    peer.serving = true;
+    void this.serveLoop(peer).finally(() => {
+      peer.serving = false;
+    });
+  }
+
+  private async serveLoop(peer: Peer): Promise<void> {
+    while (peer.uploadQueue.length > 0 && !peer.wire.destroyed && this.state !== 'closed') {
+      if (peer.wire.needsDrain) return; // 'drain' resumes us
+      const req = peer.uploadQueue[0];
+      const delay = Math.max(this.deps.globalUpload.delayFor(req.length), this.upBucket.delayFor(req.length));
+      if (delay > 0) {
+        await new Promise<void>((r) => this.deps.clock.setTimeout(r, delay));
+        continue;
+      }
+      this.deps.globalUpload.tryTake(req.length);
+      this.upBucket.tryTake(req.length);
+      peer.uploadQueue.shift();
+      let block: Buffer;
+      try {
+        const piece = await this.readPieceCached(req.index);
+        block = piece.subarray(req.begin, req.begin + req.length);
+      } catch (err) {
+        this.deps.log(`${this.name}: read of piece ${req.index} failed: ${(err as Error).message}`);
+        if (peer.wire.peerCaps?.fast) peer.wire.reject(req.index, req.begin, req.length);
+        continue;
+      }
+      if (peer.wire.amChoking && !peer.allowedFast.has(req.index)) continue; // choked while reading
+      peer.wire.piece(req.index, req.begin, block);
+      peer.upRate.add(req.length);
+      this.upRate.add(req.length);
+      this.uploadedBytes += req.length;
+    }
+  }
+
+  /** Whole-piece read cache: peers ask for a piece block by block; one disk read serves them all. */
+  private readPieceCached(index: number): Promise<Buffer> {
+    let p = this.readCache.get(index);
+    if (p) {
+      // LRU: move to the end.
+      this.readCache.delete(index);
+      this.readCache.set(index, p);
+      return p;
+    }
+    p = this.storage!.readPiece(index);
+    this.readCache.set(index, p);
+    p.catch(() => this.readCache.delete(index));
+    const maxPieces = Math.max(4, Math.floor((32 * 1024 * 1024) / (this.metainfo?.pieceLength ?? 1)));
+    while (this.readCache.size > maxPieces) this.readCache.delete(this.readCache.keys().next().value as number);
+    return p;
+  }
+
+  // ---------------------------------------------------------------- choking
+
+  private scheduleRechoke(): void {
+    if (this.rechokeSoon) return;
+    this.rechokeSoon = this.deps.clock.setTimeout(() => {
+      this.rechokeSoon = undefined;
+      this.rechoke();
+    }, 200);
+    this.rechokeSoon.unref?.();
+  }
+
+  private rechoke(): void {
+    if (this.state === 'closed') return;
+    const now = this.deps.clock.now();
+    const chokerPeers: ChokerPeer[] = [];
+    for (const peer of this.peers.values()) {
+      chokerPeers.push({
+        id: peer.key,
+        interested: peer.wire.peerInterested,
+        downloadRate: peer.downRate.rate(),
+        uploadRate: peer.upRate.rate(),
+        isSeed: peer.isSeed(),
+        connectedAt: peer.connectedAt,
+        lastUnchokedAt: peer.lastUnchokedAt,
+        unchoked: !peer.wire.amChoking,
+        snubbed: peer.snubbed,
+      });
+    }
+    const decision = this.choker.rechoke({ peers: chokerPeers, now, seeding: this.state === 'seeding', slots: this.opts.uploadSlots ?? 4 });
+    for (const peer of this.peers.values()) {
+      const unchoke = decision.unchoke.has(peer.key);
+      if (unchoke && peer.wire.amChoking) {
+        peer.wire.unchoke();
+        peer.lastUnchokedAt = now;
+      } else if (!unchoke && !peer.wire.amChoking) {
+        peer.wire.choke();
+        // Drop their queued requests (BEP 6 peers get explicit rejects).
+        for (const r of peer.uploadQueue.splice(0)) if (peer.wire.peerCaps?.fast && !peer.allowedFast.has(r.index)) peer.wire.reject(r.index, r.begin, r.length);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- periodic work
+
+  private tick(): void {
+    if (this.state === 'closed') return;
+    const now = this.deps.clock.now();
+    // Snubbed peers: nothing received for 30 s while requests are outstanding.
+    for (const peer of this.peers.values()) {
+      if (peer.outstanding.size > 0 && now - peer.lastPieceAt > 30_000) {
+        peer.snubbed = true;
+        this.releaseRequests(peer, false);
+      }
+    }
+    this.connectMore();
+    if (this.deps.dht && !this.isPrivate && now - this.lastDhtLookup > 5 * 60_000 && this.state !== 'seeding') this.dhtLookup();
+    if (this.resumeDirty && now - this.lastResumeSave > 10_000) void this.saveResume();
+    this.emit('tick');
+  }
+
+  private dhtLookup(): void {
+    const dht = this.deps.dht!;
+    this.lastDhtLookup = this.deps.clock.now();
+    dht
+      .getPeers(this.infoHash, { onPeers: (peers) => peers.forEach((p) => this.addPeer(p, 'dht')) })
+      .then(() => dht.announce(this.infoHash, this.deps.listenPort()))
+      .catch(() => {});
+  }
+
+  /** Look up peers in the DHT now (e.g. after the DHT bootstrapped). */
+  dhtLookupNow(): void {
+    if (this.deps.dht && !this.isPrivate) this.dhtLookup();
+  }
+
+  private async saveResume(): Promise<void> {
+    const store = this.deps.resumeStore;
+    if (!store || !this.metainfo || !this.have || !this.storage) return;
+    this.resumeDirty = false;
+    this.lastResumeSave = this.deps.clock.now();
+    try {
+      await this.storage.flush();
+      const { statFiles } = await import('./storage/index.js');
+      const files = await statFiles(this.metainfo, this.path);
+      await store.save(this.infoHash, { have: this.have.toBuffer(), files, torrent: this.metadataBuffer } as Parameters<ResumeStore['save']>[1]);
+    } catch (err) {
+      this.deps.log(`${this.name}: could not save resume data: ${(err as Error).message}`);
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.state === 'closed') return;
+    this.error = err.message;
+    this.state = 'error';
+    this.deps.log(`${this.name}: ${err.message}`);
+    this.emit('error', err);
+    this.rejectDone(err);
+    for (const peer of this.peers.values()) peer.wire.destroy();
+  }
+
+  stats(): TorrentStats {
+    const wanted = this.wantedBytes();
+    const verified = this.verifiedBytes();
+    const rate = this.downRate.rate();
+    let seeds = 0;
+    for (const p of this.peers.values()) if (p.isSeed()) seeds++;
+    const remaining = wanted - verified;
+    return {
+      infoHash: this.infoHashHex,
+      name: this.name,
+      state: this.state,
+      progress: wanted > 0 ? verified / wanted : this.metainfo ? 1 : 0,
+      verifiedBytes: verified,
+      wantedBytes: wanted,
+      totalBytes: this.metainfo?.length ?? 0,
+      downloaded: this.downloadedBytes,
+      uploaded: this.uploadedBytes,
+      downloadRate: rate,
+      uploadRate: this.upRate.rate(),
+      peers: this.peers.size,
+      seeds,
+      candidates: this.candidates.size,
+      eta: remaining <= 0 ? 0 : rate > 0 ? remaining / rate : Infinity,
+      pieces: { have: this.have?.count() ?? 0, total: this.metainfo?.pieceCount ?? 0 },
+      hashFailures: this.hashFailures,
+      wastedBytes: this.wastedBytes,
+      error: this.error,
+    };
+  }
+
+  /** Download only the given file indexes (others get priority 0); applies now or once metadata arrives. */
+  setFileSelection(indices: number[]): void {
+    const meta = this.metainfo;
+    if (!meta) {
+      this.once('metadata', () => this.setFileSelection(indices));
+      return;
+    }
+    for (const i of indices) if (!Number.isInteger(i) || i < 0 || i >= meta.files.length) throw new RangeError(`file index ${i} out of range (torrent has ${meta.files.length} files)`);
+    const keep = new Set(indices);
+    this.setFilePriorities(meta.files.map((_, i) => (keep.has(i) ? 1 : 0)));
+  }
+
+  /** Per-file priority 0 (skip) .. 7. */
+  setFilePriorities(prios: number[]): void {
+    this.opts.filePriorities = prios;
+    const meta = this.metainfo;
+    if (!meta || !this.picker || !this.wanted) return; // applied by initStorage
+    const piecePrios = filePrioritiesToPieces(meta.files, prios, meta.pieceLength, meta.pieceCount);
+    for (let i = 0; i < meta.pieceCount; i++) {
+      this.picker.setPiecePriority(i, piecePrios[i]);
+      this.wanted.set(i, piecePrios[i] > 0);
+    }
+    if (this.state === 'seeding' && !this.isComplete()) {
+      this.state = 'downloading';
+      this.doneEmitted = false;
+    }
+    this.checkDone();
+    this.updateInterestAll();
+  }
+
+  /** Connected peers (read-only view for UIs and plugins). */
+  peerList(): Peer[] {
+    return [...this.peers.values()];
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    const wasDone = this.doneEmitted;
+    await this.saveResume();
+    this.state = 'closed';
+    this.deps.clock.clearInterval(this.tickTimer);
+    this.deps.clock.clearInterval(this.chokeTimer);
+    this.deps.clock.clearTimeout(this.rechokeSoon);
+    const stopping = this.announcer?.stop();
+    for (const peer of this.peers.values()) peer.wire.destroy();
+    this.peers.clear();
+    await this.storage?.close();
+    await Promise.race([stopping, new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
+    if (!wasDone) this.rejectDone(new Error('torrent closed before completion'));
+    this.emit('close');
+  }
+}

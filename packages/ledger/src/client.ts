@@ -1,0 +1,106 @@
+/** Typed HTTP client for `bitorrent ledger serve`; same API as the in-process Ledger. */
+import { request, Agent } from 'node:http';
+import { LedgerApiBase, type AccountInfo, type HistoryEntry, type LedgerInfo, type OpResult } from './api.js';
+import type { ChannelInfo } from './payment.js';
+import { LedgerError } from './state.js';
+import { accountFromJson, channelFromJson, historyFromJson, ledgerInfoFromJson, opResultFromJson } from './json.js';
+
+export interface LedgerClientOptions {
+  /** Per-request timeout (default 10 s). */
+  timeoutMs?: number;
+  /** Max concurrent sockets (default 64). */
+  maxSockets?: number;
+}
+
+export class LedgerClient extends LedgerApiBase {
+  private readonly url: URL;
+  private readonly agent: Agent;
+  private readonly timeoutMs: number;
+
+  constructor(baseUrl: string, opts: LedgerClientOptions = {}) {
+    super();
+    this.url = new URL(baseUrl);
+    if (this.url.protocol !== 'http:') throw new Error('ledger URL must be http://');
+    this.agent = new Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 64 });
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  private call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = request(
+        {
+          host: this.url.hostname.replace(/^\[|\]$/g, ''),
+          port: this.url.port || 80,
+          method,
+          path,
+          agent: this.agent,
+          headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size > 8 << 20) res.destroy(new Error('response too large'));
+            else chunks.push(c);
+          });
+          res.on('error', reject);
+          res.on('end', () => {
+            let j: unknown;
+            try {
+              j = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            } catch {
+              return reject(new LedgerError('bad_response', `ledger answered ${res.statusCode} with non-JSON`, 502));
+            }
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) return resolve(j);
+            const err = (j as { error?: { code?: unknown; message?: unknown } }).error;
+            reject(new LedgerError(typeof err?.code === 'string' ? err.code : 'http_error', typeof err?.message === 'string' ? err.message : `HTTP ${status}`, status));
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new LedgerError('timeout', 'ledger request timed out', 504)));
+      req.on('error', reject);
+      req.end(data);
+    });
+  }
+
+  async ledgerInfo(): Promise<LedgerInfo> {
+    return ledgerInfoFromJson(await this.call('GET', '/v1/info'));
+  }
+  async account(publicKey: Buffer): Promise<AccountInfo> {
+    return accountFromJson(await this.call('GET', `/v1/accounts/${publicKey.toString('hex')}`));
+  }
+  async channel(id: Buffer): Promise<ChannelInfo | undefined> {
+    try {
+      return channelFromJson(await this.call('GET', `/v1/channels/${id.toString('hex')}`));
+    } catch (e) {
+      if (e instanceof LedgerError && e.status === 404) return undefined;
+      throw e;
+    }
+  }
+  async channels(publicKey: Buffer): Promise<ChannelInfo[]> {
+    const j = (await this.call('GET', `/v1/accounts/${publicKey.toString('hex')}/channels`)) as { channels?: unknown };
+    if (!Array.isArray(j.channels)) throw new LedgerError('bad_response', 'expected channels', 502);
+    return j.channels.map(channelFromJson);
+  }
+  async history(publicKey: Buffer, opts: { limit?: number; beforeSeq?: number } = {}): Promise<HistoryEntry[]> {
+    const q = new URLSearchParams({ limit: String(opts.limit ?? 100) });
+    if (opts.beforeSeq !== undefined) q.set('before', String(opts.beforeSeq));
+    const j = (await this.call('GET', `/v1/accounts/${publicKey.toString('hex')}/history?${q}`)) as { history?: unknown };
+    if (!Array.isArray(j.history)) throw new LedgerError('bad_response', 'expected history', 502);
+    return j.history.map(historyFromJson);
+  }
+  async opStatus(signer: Buffer, opId: Buffer): Promise<{ seq: number } | undefined> {
+    const j = (await this.call('GET', `/v1/ops/${signer.toString('hex')}/${opId.toString('hex')}`)) as { applied?: boolean; seq?: number };
+    return j.applied && typeof j.seq === 'number' ? { seq: j.seq } : undefined;
+  }
+  async submit(wire: Buffer): Promise<OpResult> {
+    return opResultFromJson(await this.call('POST', '/v1/ops', { op: wire.toString('hex') }));
+  }
+  close(): void {
+    this.agent.destroy();
+  }
+}

@@ -1,0 +1,365 @@
+/**
+ * In-process ledger: a single-writer state machine over a durable journal with group commit.
+ *
+ * submit(op) → parse, idempotency check, signature check (batched, optionally on worker threads) → queued.
+ * The commit loop takes everything queued, applies due expiries then the ops in memory, appends the new journal rows
+ * with a signed checkpoint on the last one in ONE storage transaction (one fsync), and only then answers every op of
+ * the batch (acks and rejections alike). While a batch is being written the next one accumulates: group commit.
+ * A storage failure poisons the ledger (state in memory is ahead of disk); restart it to recover from the journal.
+ */
+import { sha256, BTT } from './codec.js';
+import type { KeyPair } from './keys.js';
+import { parseSignedOp, type SignedOp, MAX_OP_BYTES } from './ops.js';
+import { type ChannelInfo } from './payment.js';
+import { LedgerState, LedgerError, decodeEntry, ledgerIdOf, DEFAULT_SUPPLY, type Genesis, type JournalRow, type ApplyResult } from './state.js';
+import { openStorage, type LedgerStorage } from './storage.js';
+import { Verifier, type VerifyItem } from './verifier.js';
+import { encodePaymentState } from './payment.js';
+import { LedgerApiBase, type AccountInfo, type HistoryEntry, type LedgerInfo, type OpResult } from './api.js';
+
+export interface GenesisParams {
+  /** Initial balances; whatever the supply leaves over goes to the ledger key's account (the faucet). */
+  allocations?: { account: Buffer; amount: bigint }[];
+  supply?: bigint;
+  /** Faucet payout per new key (default 100 BTT); 0 disables the faucet. */
+  faucetAmount?: bigint;
+  /** Proof-of-work difficulty in leading zero bits (default 16). */
+  faucetDifficulty?: number;
+  /** Longest channel lifetime (default 30 days). */
+  maxChannelMs?: number;
+  createdAt?: number;
+}
+
+export interface LedgerOptions {
+  /** SQLite file path or postgres:// URL (ignored when `storage` is given). */
+  db?: string;
+  storage?: LedgerStorage;
+  /** The ledger's signing key (checkpoints). Must match the genesis of an existing journal. */
+  ledgerKeys: KeyPair;
+  /** Used only when the journal is empty. */
+  genesis?: GenesisParams;
+  /** Ledger clock in ms (default Date.now). */
+  clock?: () => number;
+  /** Worker threads verifying signatures (default 1 on a multi-core machine, else 0 = inline). */
+  verifyThreads?: number;
+  /** Extra wait before committing a batch, to gather more ops (default 0: batches form while the previous one syncs). */
+  commitWindowMs?: number;
+  maxBatch?: number;
+  /** Period of the automatic expiry sweep (default 1000 ms; 0 disables the timer — call tick()). */
+  expiryIntervalMs?: number;
+}
+
+export function makeGenesis(ledgerPublicKey: Buffer, p: GenesisParams = {}, now = Date.now()): Genesis {
+  const supply = p.supply ?? DEFAULT_SUPPLY;
+  const allocations = (p.allocations ?? []).map((a) => ({ account: a.account, amount: a.amount }));
+  const given = allocations.reduce((s, a) => s + a.amount, 0n);
+  if (given > supply) throw new RangeError('allocations exceed the supply');
+  const rest = supply - given;
+  const mine = allocations.find((a) => a.account.equals(ledgerPublicKey));
+  if (mine) mine.amount += rest;
+  else if (rest > 0n) allocations.push({ account: ledgerPublicKey, amount: rest });
+  return {
+    ledgerPublicKey,
+    createdAt: p.createdAt ?? now,
+    supply,
+    allocations,
+    faucet: { account: ledgerPublicKey, amount: p.faucetAmount ?? 100n * BTT, difficulty: p.faucetDifficulty ?? 16 },
+    maxChannelMs: p.maxChannelMs ?? 30 * 24 * 3600 * 1000,
+  };
+}
+
+interface Queued {
+  s: SignedOp;
+  paymentSigOk?: boolean;
+  resolve: (r: OpResult) => void;
+  reject: (e: Error) => void;
+}
+
+export function historyEntryOf(row: JournalRow, faucetAmount?: bigint): HistoryEntry {
+  const e = decodeEntry(row.entry);
+  if (e.type === 'genesis') return { seq: e.seq, time: e.time, kind: 'genesis' };
+  if (e.type === 'expire') return { seq: e.seq, time: e.time, kind: 'expire', channelId: e.channelId };
+  const { op } = e.signed;
+  const h: HistoryEntry = { seq: e.seq, time: e.time, kind: op.body.kind, signer: op.signer, opId: op.opId };
+  const b = op.body;
+  if (b.kind === 'transfer') Object.assign(h, { to: b.to, amount: b.amount });
+  else if (b.kind === 'open') Object.assign(h, { provider: b.provider, amount: b.deposit, expiresAt: b.expiresAt });
+  else if (b.kind === 'topup') Object.assign(h, { channelId: b.channelId, amount: b.amount, expiresAt: b.expiresAt });
+  else if (b.kind === 'close') Object.assign(h, { channelId: b.channelId, sequence: b.sequence, cumulative: b.cumulative });
+  else if (b.kind === 'faucet' && faucetAmount !== undefined) h.amount = faucetAmount;
+  return h;
+}
+
+export class Ledger extends LedgerApiBase {
+  readonly state: LedgerState;
+  readonly storage: LedgerStorage;
+  private readonly keys: KeyPair;
+  private readonly clock: () => number;
+  private readonly verifier: Verifier;
+  private readonly commitWindowMs: number;
+  private readonly maxBatch: number;
+  private queue: Queued[] = [];
+  private writing = false;
+  private failed: Error | null = null;
+  private closed = false;
+  private durableHeight: number;
+  private durableWaiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private idle: (() => void)[] = [];
+  /** Counters for monitoring/benchmarks. */
+  readonly stats = { batches: 0, ops: 0, rejected: 0, expired: 0 };
+
+  private constructor(state: LedgerState, storage: LedgerStorage, opts: LedgerOptions) {
+    super();
+    this.state = state;
+    this.storage = storage;
+    this.keys = opts.ledgerKeys;
+    this.clock = opts.clock ?? Date.now;
+    const threads = opts.verifyThreads ?? (navigatorCores() > 1 ? 1 : 0);
+    this.verifier = new Verifier(threads);
+    this.commitWindowMs = opts.commitWindowMs ?? 0;
+    this.maxBatch = opts.maxBatch ?? 8192;
+    this.durableHeight = state.height;
+    const every = opts.expiryIntervalMs ?? 1000;
+    if (every > 0) {
+      this.timer = setInterval(() => void this.tick().catch(() => {}), every);
+      this.timer.unref();
+    }
+  }
+
+  /** Open (or create, from `opts.genesis`) a ledger; replays the journal and applies overdue expiries. */
+  static async open(opts: LedgerOptions): Promise<Ledger> {
+    const storage = opts.storage ?? (await openStorage(opts.db ?? 'ledger.db'));
+    try {
+      await storage.init();
+      const holder: { state: LedgerState | null } = { state: null };
+      await storage.scan((row) => {
+        if (!holder.state) {
+          const e = decodeEntry(row.entry);
+          if (e.type !== 'genesis') throw new Error('journal does not start with a genesis entry');
+          holder.state = new LedgerState(e.genesis);
+        }
+        holder.state.replay(row, false);
+      });
+      let state = holder.state;
+      if (!state) {
+        const clock = opts.clock ?? Date.now;
+        const g = makeGenesis(opts.ledgerKeys.publicKey, opts.genesis, clock());
+        const st = new LedgerState(g);
+        const row = st.applyGenesis();
+        row.checkpoint = st.checkpoint(opts.ledgerKeys.secretKey);
+        await storage.append([row]);
+        state = st;
+      }
+      const st: LedgerState = state;
+      if (!st.genesis.ledgerPublicKey.equals(opts.ledgerKeys.publicKey)) throw new Error('ledger key does not match the journal genesis');
+      const ledger = new Ledger(st, storage, opts);
+      await ledger.tick();
+      return ledger;
+    } catch (e) {
+      await storage.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  get ledgerIdBuf(): Buffer {
+    return this.state.ledgerId;
+  }
+
+  now(): number {
+    return this.clock();
+  }
+
+  async ledgerInfo(): Promise<LedgerInfo> {
+    const s = this.state;
+    return {
+      ledgerId: s.ledgerId,
+      ledgerPublicKey: s.genesis.ledgerPublicKey,
+      supply: s.genesis.supply,
+      escrow: s.escrow,
+      openChannels: s.openChannels,
+      height: s.height,
+      time: this.clock(),
+      faucet: { ...s.genesis.faucet },
+      maxChannelMs: s.genesis.maxChannelMs,
+    };
+  }
+
+  async account(publicKey: Buffer): Promise<AccountInfo> {
+    const a = this.state.account(publicKey);
+    return { publicKey, balance: a?.balance ?? 0n, faucetClaimed: a?.faucetClaimed ?? false };
+  }
+
+  async channel(id: Buffer): Promise<ChannelInfo | undefined> {
+    return this.state.channelInfo(id);
+  }
+
+  async channels(publicKey: Buffer): Promise<ChannelInfo[]> {
+    const ids = this.state.channelsByAccount.get(publicKey.toString('latin1')) ?? [];
+    return ids.map((id) => this.state.channelInfo(id)!);
+  }
+
+  async history(publicKey: Buffer, opts: { limit?: number; beforeSeq?: number } = {}): Promise<HistoryEntry[]> {
+    const limit = Math.max(1, Math.min(opts.limit ?? 100, 1000));
+    const rows = await this.storage.history(publicKey, limit, opts.beforeSeq);
+    return rows.map((r) => historyEntryOf(r, this.state.genesis.faucet.amount));
+  }
+
+  /** The journal seq of an applied (signer, opId), if any (durable ops only). */
+  opStatus(signer: Buffer, opId: Buffer): { seq: number; channelId?: Buffer } | undefined {
+    const r = this.state.ops.get(signer.toString('latin1') + opId.toString('latin1'));
+    if (!r || r.seq > this.durableHeight) return undefined;
+    return { seq: r.seq, channelId: r.channelId };
+  }
+
+  private waitDurable(seq: number): Promise<void> {
+    if (seq <= this.durableHeight) return Promise.resolve();
+    if (this.failed) return Promise.reject(this.unavailable());
+    return new Promise((resolve, reject) => this.durableWaiters.push({ seq, resolve, reject }));
+  }
+
+  private unavailable(): LedgerError {
+    return new LedgerError('unavailable', `ledger unavailable: ${this.failed?.message ?? 'closed'}`, 503);
+  }
+
+  async submit(wire: Buffer): Promise<OpResult> {
+    if (this.failed || this.closed) throw this.unavailable();
+    let s: SignedOp;
+    try {
+      if (wire.length > MAX_OP_BYTES) throw new RangeError('operation too large');
+      s = parseSignedOp(Buffer.from(wire));
+    } catch (e) {
+      throw new LedgerError('malformed_op', `malformed operation: ${(e as Error).message}`, 400);
+    }
+    const { op } = s;
+    if (!op.ledgerId.equals(this.state.ledgerId)) throw new LedgerError('wrong_ledger', 'operation is for another ledger');
+    const prev = this.state.ops.get(op.signer.toString('latin1') + op.opId.toString('latin1'));
+    if (prev) {
+      if (!prev.msgHash.equals(sha256(s.msg))) throw new LedgerError('duplicate_op_id', 'this op id was already used for a different operation', 409);
+      await this.waitDurable(prev.seq);
+      return { seq: prev.seq, opId: op.opId, channelId: prev.channelId, duplicate: true };
+    }
+    const items: VerifyItem[] = [{ msg: s.msg, sig: s.sig, pub: op.signer }];
+    const b = op.body;
+    if (b.kind === 'close') {
+      const c = this.state.channels.get(b.channelId.toString('latin1'));
+      if (c) {
+        const st = { ledgerId: this.state.ledgerId, channelId: b.channelId, sequence: b.sequence, cumulative: b.cumulative };
+        items.push({ msg: encodePaymentState(st), sig: b.requesterSig, pub: c.requester });
+      }
+    }
+    const ok = await this.verifier.verify(items);
+    if (!ok[0]) throw new LedgerError('bad_signature', 'operation signature does not verify', 401);
+    if (this.failed || this.closed) throw this.unavailable();
+    return new Promise<OpResult>((resolve, reject) => {
+      this.queue.push({ s, paymentSigOk: ok[1], resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Refund channels whose expiry has passed (also runs before every batch). Resolves when durable. */
+  async tick(): Promise<number> {
+    if (this.failed || this.closed) return 0;
+    return new Promise<number>((resolve, reject) => {
+      const before = this.stats.expired;
+      this.forceCommit = true;
+      this.kick();
+      this.onIdle(() => (this.failed ? reject(this.unavailable()) : resolve(this.stats.expired - before)));
+    });
+  }
+
+  private forceCommit = false;
+
+  private onIdle(f: () => void): void {
+    if (!this.writing && this.queue.length === 0 && !this.forceCommit) f();
+    else this.idle.push(f);
+  }
+
+  private kick(): void {
+    if (this.writing || this.failed) return;
+    if (this.queue.length === 0 && !this.forceCommit) return;
+    this.writing = true;
+    const go = () => void this.commit();
+    if (this.commitWindowMs > 0) setTimeout(go, this.commitWindowMs);
+    else queueMicrotask(go);
+  }
+
+  private async commit(): Promise<void> {
+    this.forceCommit = false;
+    const batch = this.queue.splice(0, this.maxBatch);
+    const st = this.state;
+    const time = Math.max(this.clock(), st.lastTime);
+    const rows: JournalRow[] = [];
+    const results: (ApplyResult | null)[] = [];
+    try {
+      for (const id of st.dueExpiries(time)) {
+        const r = st.applyExpire(id, time);
+        if (r.ok && r.row) {
+          rows.push(r.row);
+          this.stats.expired++;
+        }
+      }
+      for (const q of batch) {
+        const r = st.applyOp(q.s, time, q.paymentSigOk);
+        results.push(r);
+        if (r.ok && r.row) rows.push(r.row);
+      }
+      if (rows.length > 0) {
+        rows[rows.length - 1]!.checkpoint = st.checkpoint(this.keys.secretKey);
+        await this.storage.append(rows);
+        this.durableHeight = st.height;
+      }
+    } catch (e) {
+      this.failed = e instanceof Error ? e : new Error(String(e));
+      for (const q of batch) q.reject(this.unavailable());
+      for (const q of this.queue.splice(0)) q.reject(this.unavailable());
+      for (const w of this.durableWaiters.splice(0)) w.reject(this.unavailable());
+      this.writing = false;
+      for (const f of this.idle.splice(0)) f();
+      return;
+    }
+    this.stats.batches++;
+    batch.forEach((q, i) => {
+      const r = results[i]!;
+      if (r.ok) {
+        this.stats.ops++;
+        if (r.duplicate && r.seq > this.durableHeight) {
+          this.waitDurable(r.seq).then(() => q.resolve({ seq: r.seq, opId: q.s.op.opId, channelId: r.channelId, duplicate: true }), q.reject);
+        } else q.resolve({ seq: r.seq, opId: q.s.op.opId, channelId: r.channelId, ...(r.duplicate ? { duplicate: true } : {}) });
+      } else {
+        this.stats.rejected++;
+        q.reject(r.error);
+      }
+    });
+    if (this.durableWaiters.length) {
+      const keep = [];
+      for (const w of this.durableWaiters) if (w.seq <= this.durableHeight) w.resolve();
+      else keep.push(w);
+      this.durableWaiters = keep;
+    }
+    this.writing = false;
+    if (this.queue.length > 0 || this.forceCommit) this.kick();
+    else for (const f of this.idle.splice(0)) f();
+  }
+
+  /** Wait for queued work, stop timers and workers, close storage. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.timer) clearInterval(this.timer);
+    await new Promise<void>((r) => this.onIdle(r));
+    this.closed = true;
+    await this.verifier.close();
+    await this.storage.close();
+  }
+}
+
+function navigatorCores(): number {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
+  } catch {
+    return 1;
+  }
+}
+
+export { ledgerIdOf };

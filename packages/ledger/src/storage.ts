@@ -1,0 +1,26 @@
+/** Durable journal storage: SQLite (default, embedded) or PostgreSQL (`postgres://…`). */
+import type { JournalRow } from './state.js';
+
+export interface LedgerStorage {
+  readonly kind: 'sqlite' | 'postgres';
+  /** Create tables if needed. */
+  init(): Promise<void>;
+  /** Stream every journal row in order. */
+  scan(onRow: (row: JournalRow) => void): Promise<void>;
+  /** Append rows (one batch) atomically; resolves only once durable (fsynced). */
+  append(rows: JournalRow[]): Promise<void>;
+  /** Newest-first rows touching `account`, with seq < beforeSeq. */
+  history(account: Buffer, limit: number, beforeSeq?: number): Promise<JournalRow[]>;
+  /** Number of rows (−1 if unknown). */
+  count(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export async function openStorage(db: string): Promise<LedgerStorage> {
+  if (/^postgres(ql)?:\/\//.test(db)) {
+    const { PostgresStorage } = await import('./storage-pg.js');
+    return new PostgresStorage(db);
+  }
+  const { SqliteStorage } = await import('./storage-sqlite.js');
+  return new SqliteStorage(db);
+}

@@ -1,0 +1,142 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { makeLedger, tempDir } from './helpers.js';
+import { createLedgerServer } from '../src/server.js';
+import { LedgerClient } from '../src/client.js';
+import { LedgerError } from '../src/state.js';
+import { signPaymentState, checkPaymentState } from '../src/payment.js';
+import { signOp } from '../src/ops.js';
+import { BTT } from '../src/codec.js';
+import { sign } from '../src/keys.js';
+
+function raw(url: string, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = request({ host: u.hostname, port: u.port, method, path, headers }, (res) => {
+      const c: Buffer[] = [];
+      res.on('data', (d) => c.push(d));
+      res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(Buffer.concat(c).toString() || 'null') }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function code(p: Promise<unknown>, c: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => e instanceof LedgerError && e.code === c);
+}
+
+test('HTTP server + SDK: every operation, lookups, error codes, limits', async (t) => {
+  const f = await makeLedger(t);
+  const srv = createLedgerServer({ ledger: f.ledger, opsPerKeyPerSec: 5 });
+  const url = await srv.listen();
+  t.after(() => srv.close());
+  const c = new LedgerClient(url);
+  t.after(() => c.close());
+  const { alice, bob, carol, clock } = f;
+
+  const info = await c.ledgerInfo();
+  assert.deepEqual(info.ledgerId, f.ledger.state.ledgerId);
+  assert.equal(info.supply, 990_000_000_000n * BTT);
+  await c.transfer({ fromKeys: alice, to: carol.publicKey, amount: 3n });
+  assert.equal((await c.account(carol.publicKey)).balance, 3n);
+  const fr = await c.faucet({ keys: carol });
+  assert.equal((await c.account(carol.publicKey)).balance, 3n + fr.amount);
+  const { channelId } = await c.openChannel({ requesterKeys: alice, provider: bob.publicKey, deposit: 1000n, expiresAt: clock.t + 60_000 });
+  await c.topUp({ requesterKeys: alice, channelId, amount: 500n });
+  const ch = (await c.channel(channelId))!;
+  assert.equal(ch.deposit, 1500n);
+  assert.deepEqual(ch.ledgerId, info.ledgerId);
+  const st = { ledgerId: info.ledgerId, channelId, sequence: 7n, cumulative: 600n };
+  const sig = signPaymentState(st, alice.secretKey);
+  assert.deepEqual(checkPaymentState(ch, undefined, st, sig, clock.t), { ok: true });
+  await code(c.closeChannel({ providerKeys: carol, state: st, signature: sig }), 'not_provider');
+  const cr = await c.closeChannel({ providerKeys: bob, state: st, signature: sig });
+  const closed = (await c.channel(channelId))!;
+  assert.equal(closed.status, 'closed');
+  assert.equal(closed.settled, 600n);
+  assert.equal(closed.closedSequence, 7n);
+  assert.equal(closed.closeSeq, cr.seq);
+  assert.equal(await c.channel(Buffer.alloc(32)), undefined);
+  assert.equal((await c.channels(alice.publicKey)).length, 1);
+  const h = await c.history(alice.publicKey, { limit: 10 });
+  assert.deepEqual(h.map((e) => e.kind), ['close', 'topup', 'open', 'transfer']);
+  assert.equal(h[0]!.cumulative, 600n);
+  assert.deepEqual(await c.opStatus(bob.publicKey, cr.opId), { seq: cr.seq });
+  assert.equal(await c.opStatus(bob.publicKey, Buffer.alloc(16)), undefined);
+
+  // Rejections surface as codes with HTTP statuses.
+  const op = signOp(info.ledgerId, alice, { kind: 'transfer', to: bob.publicKey, amount: 1n });
+  await code(c.submit(Buffer.concat([op.msg, sign(op.msg, bob.secretKey)])), 'bad_signature');
+  await code(c.transfer({ fromKeys: bob, to: alice.publicKey, amount: 10n ** 30n }), 'insufficient_funds');
+  // Schema validation and limits.
+  const J = { 'content-type': 'application/json' };
+  assert.equal((await raw(url, 'POST', '/v1/ops', '{"op":"zz"}', J)).json.error.code, 'bad_request');
+  assert.equal((await raw(url, 'POST', '/v1/ops', '{"op":"00","x":1}', J)).json.error.code, 'bad_request');
+  assert.equal((await raw(url, 'POST', '/v1/ops', '{nope', J)).json.error.code, 'bad_json');
+  assert.equal((await raw(url, 'POST', '/v1/ops', '{}', {})).status, 415);
+  const big = await raw(url, 'POST', '/v1/ops', JSON.stringify({ op: 'a'.repeat(10_000) }), J);
+  assert.equal(big.status, 413);
+  assert.equal((await raw(url, 'PUT', '/v1/accounts/' + 'a'.repeat(64))).status, 405);
+  assert.equal((await raw(url, 'GET', '/v1/accounts/xyz')).status, 404);
+  assert.equal((await raw(url, 'GET', '/v1/accounts/' + 'a'.repeat(64) + '/history?limit=0')).status, 400);
+  // Per-key rate limit (5/s, burst 10): carol's key runs out, alice's does not.
+  let limited = 0;
+  for (let i = 0; i < 15; i++) {
+    try {
+      await c.transfer({ fromKeys: carol, to: bob.publicKey, amount: 1n });
+    } catch (e) {
+      if (e instanceof LedgerError && e.code === 'rate_limited') limited++;
+      else throw e;
+    }
+  }
+  assert.ok(limited >= 3, `rate limited ${limited}`);
+  await c.transfer({ fromKeys: alice, to: bob.publicKey, amount: 1n });
+  assert.equal(f.ledger.state.sumBalances() + f.ledger.state.escrow, info.supply);
+});
+
+test('wallet CLI against a served ledger', async (t) => {
+  const dir = tempDir(t);
+  const f = await makeLedger(t, { genesis: { faucetAmount: 100n * BTT, faucetDifficulty: 4 } });
+  const srv = createLedgerServer({ ledger: f.ledger });
+  const url = await srv.listen();
+  t.after(() => srv.close());
+  const bin = fileURLToPath(new URL('../../cli/bin/bitorrent.js', import.meta.url));
+  const env = { ...process.env, BITORRENT_HOME: join(dir, 'home'), BITORRENT_PASSPHRASE: 'correct horse', BITORRENT_LEDGER: url };
+  const run = (args: string[], extra: Record<string, string> = {}) =>
+    new Promise<{ code: number; out: string; err: string }>((resolve) => {
+      const p = spawn(process.execPath, [bin, 'wallet', ...args], { env: { ...env, ...extra } });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (err += d));
+      t.after(() => p.kill('SIGKILL'));
+      p.on('close', (code) => resolve({ code: code ?? 1, out, err }));
+    });
+  const created = await run(['create', '--json']);
+  assert.equal(created.code, 0, created.err);
+  const addr = JSON.parse(created.out).address as string;
+  assert.equal((await run(['address'])).out.trim(), addr);
+  assert.notEqual((await run(['create'])).code, 0); // exists
+  assert.equal((await run(['faucet'])).code, 0);
+  assert.equal((await run(['balance'])).out.trim(), '100 BTT');
+  const bad = await run(['send', f.bob.publicKey.toString('hex'), '1'], { BITORRENT_PASSPHRASE: 'wrong' });
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.err, /wrong passphrase/);
+  const opId = 'ab'.repeat(16);
+  const s1 = await run(['send', f.bob.publicKey.toString('hex'), '2.5', '--op-id', opId, '--json']);
+  assert.equal(s1.code, 0, s1.err);
+  const s2 = await run(['send', f.bob.publicKey.toString('hex'), '2.5', '--op-id', opId, '--json']);
+  assert.equal(JSON.parse(s2.out).duplicate, true);
+  assert.equal((await run(['balance'])).out.trim(), '97.5 BTT');
+  const over = await run(['send', f.bob.publicKey.toString('hex'), '1000']);
+  assert.match(over.err, /insufficient_funds/);
+  const hist = JSON.parse((await run(['history', '--json'])).out).history;
+  assert.deepEqual(hist.map((h: { kind: string }) => h.kind), ['transfer', 'faucet']);
+  assert.deepEqual(JSON.parse((await run(['channels', '--json'])).out).channels, []);
+  assert.equal((await run(['balance', f.bob.publicKey.toString('hex')])).out.trim(), '2.5 BTT');
+});

@@ -1,0 +1,410 @@
+/**
+ * SpeedAgent: BitTorrent Speed for one torrent, composing the wire extension, the auction choker, the auto-bidder
+ * and the payment state machines with a ledger (in-process `Ledger` or HTTP `LedgerClient`).
+ *
+ * The torrent integration installs `agent.extension()` on every wire, uses `agent.choker()` as its choker policy,
+ * and calls these hooks:
+ *   mayUpload(peerId, piece)               before sending a block (false: hold the request)
+ *   onBlockUploaded(peerId, piece, bytes)  after sending a block
+ *   onPieceVerified(piece)                 a piece passed its hash check (pays the providers that sent it)
+ *   onPieceFailed(piece, peerIds)          a piece failed (rejects, strikes, bans)
+ *   tick()                                 every second or so (bids, payment timeouts, channel closes)
+ *   shutdown()                             close every channel with its last state
+ * Received blocks, chokes and HAVEs are observed on the wire directly.
+ *
+ * Events: 'bid' (price, reason), 'won' (peerId, price), 'paid' (peerId, piece, amount), 'earned' (peerId, amount),
+ * 'channel-opened' (peerId, id, deposit), 'channel-closed' (id, amount), 'choke-peer' (peerId, reason),
+ * 'ban-peer' (peerId, reason), 'legacy' (peerId, reason), 'warning' (message).
+ */
+import { EventEmitter } from 'node:events';
+import type { PeerWire, WireExtensionFactory, ChokerPolicy } from '@bitorrent/core';
+import type { AccountInfo, ChannelInfo, CloseChannelArgs, KeyPair, OpResult, OpenChannelArgs } from '@bitorrent/ledger';
+import { AuctionChoker, type AuctionResult } from './auction.js';
+import { AutoBidder, type BidderSettings } from './bidder.js';
+import { StandardChoker } from './core-choker.js';
+import { speedWire, type SpeedWireExtension } from './extension.js';
+import { SpeedErrorCode, type SpeedMessage, type PaymentMessage } from './messages.js';
+import { ProviderPayments, RequesterPayments, suggestDeposit, type PersistedChannel, type ProviderAction, type ProviderPaymentsOptions } from './payments.js';
+
+/** What the agent needs from a ledger (LedgerApiBase satisfies it). */
+export interface SpeedLedgerApi {
+  channel(id: Buffer): Promise<ChannelInfo | undefined>;
+  account(publicKey: Buffer): Promise<AccountInfo>;
+  openChannel(a: OpenChannelArgs): Promise<OpResult & { channelId: Buffer }>;
+  closeChannel(a: CloseChannelArgs): Promise<OpResult>;
+}
+
+export interface SpeedAgentOptions {
+  ledger: SpeedLedgerApi;
+  ledgerId: Buffer;
+  keys: KeyPair;
+  /** Clock in ms, comparable with the ledger's clock (channel expiries). */
+  now: () => number;
+  pieceLength: number;
+  /** Bytes this torrent still wants (requester side). */
+  remainingBytes: () => number | bigint;
+  /** Bid as a requester (default on, spending rate 1.0). `enabled: false` = never bid. */
+  bidding?: Partial<BidderSettings>;
+  /** Provider settings. */
+  reservePrice?: bigint;
+  provider?: Omit<ProviderPaymentsOptions, 'ledgerId' | 'publicKey'>;
+  /** New channels: deposit covers this many pieces at the clearing price (default 32), and live this long (default 2 h). */
+  depositPieces?: number;
+  channelTtlMs?: number;
+  /** How the torrent names a peer in its choker (default "host:port" of the wire, as core's peerKey). */
+  peerIdOf?: (wire: PeerWire) => string;
+  /** Persist accepted payment states (called before the ACK is sent). */
+  persist?: (channels: PersistedChannel[]) => void;
+  rng?: () => number;
+}
+
+interface AgentPeer {
+  id: string;
+  wire: PeerWire;
+  ext: SpeedWireExtension;
+  pk?: Buffer;
+  providerKey?: string; // our ProviderPayments key for it (as requester of ours)
+  req?: RequesterPayments; // our payments to it (as our provider)
+  opening?: Promise<void>;
+  pendingPayments: PaymentMessage[];
+  price: bigint; // clearing price we charge it
+}
+
+function defaultPeerId(wire: PeerWire): string {
+  const h = wire.remoteAddress ?? '?';
+  const host = h.startsWith('::ffff:') ? h.slice(7) : h;
+  return host.includes(':') ? `[${host}]:${wire.remotePort}` : `${host}:${wire.remotePort}`;
+}
+
+export class SpeedAgent extends EventEmitter {
+  readonly provider: ProviderPayments;
+  readonly bidder: AutoBidder;
+  private readonly peers = new Map<string, AgentPeer>();
+  private balance = 0n;
+  private closing = new Set<string>();
+  private readonly o: SpeedAgentOptions;
+  private auction?: AuctionChoker;
+
+  constructor(o: SpeedAgentOptions) {
+    super();
+    this.o = o;
+    this.provider = new ProviderPayments({ ...o.provider, ledgerId: o.ledgerId, publicKey: o.keys.publicKey });
+    this.bidder = new AutoBidder({ now: o.now, settings: o.bidding });
+  }
+
+  /** Refresh the cached wallet balance from the ledger. */
+  async refreshBalance(): Promise<bigint> {
+    this.balance = (await this.o.ledger.account(this.o.keys.publicKey)).balance;
+    return this.balance;
+  }
+
+  // ------------------------------------------------------------ wiring
+
+  extension(): WireExtensionFactory<SpeedWireExtension> {
+    const base = speedWire({ ledgerId: this.o.ledgerId, publicKey: this.o.keys.publicKey, secretKey: this.o.keys.secretKey, reservePrice: () => this.o.reservePrice ?? 0n });
+    return (wire: PeerWire) => {
+      const ext = base(wire);
+      wire.on('speed-ready', (pk: Buffer) => this.onReady(wire, ext, pk));
+      wire.on('speed-legacy', (reason: string) => this.emit('legacy', (this.o.peerIdOf ?? defaultPeerId)(wire), reason));
+      wire.on('speed-message', (m: SpeedMessage) => {
+        const p = this.byWire(wire);
+        if (p) this.onMessage(p, m);
+      });
+      wire.on('piece', (index: number, _begin: number, block: Buffer) => this.byWire(wire)?.req?.onBlock(index, block.length));
+      wire.on('choke', () => this.byWire(wire)?.req?.onChoke());
+      wire.on('have', (index: number) => {
+        const p = this.byWire(wire);
+        if (p?.providerKey) this.provider.onHave(p.providerKey, index, this.o.now());
+      });
+      wire.on('close', () => {
+        const p = this.byWire(wire);
+        if (!p) return;
+        if (p.providerKey) this.provider.disconnect(p.providerKey, this.o.now());
+        this.peers.delete(p.id);
+      });
+      return ext;
+    };
+  }
+
+  /** The auction as the torrent's choker policy (legacy part: core's StandardChoker unless given). */
+  choker(legacy: ChokerPolicy = new StandardChoker({ rng: this.o.rng })): ChokerPolicy {
+    this.auction = new AuctionChoker({
+      legacy,
+      rng: this.o.rng,
+      reservePrice: () => this.o.reservePrice ?? 0n,
+      bidOf: (id) => {
+        const p = this.peers.get(id);
+        if (!p?.providerKey || p.ext.peerBid === 0n) return undefined;
+        return { bid: p.ext.peerBid, funded: true, banned: this.provider.isBanned(p.providerKey, this.o.now()) };
+      },
+      onResult: (r) => this.onAuction(r),
+    });
+    return this.auction;
+  }
+
+  private byWire(wire: PeerWire): AgentPeer | undefined {
+    const p = this.peers.get((this.o.peerIdOf ?? defaultPeerId)(wire));
+    return p && p.wire === wire ? p : undefined;
+  }
+
+  private onReady(wire: PeerWire, ext: SpeedWireExtension, pk: Buffer): void {
+    const id = (this.o.peerIdOf ?? defaultPeerId)(wire);
+    const now = this.o.now();
+    const providerKey = this.provider.connect(pk, now);
+    if (providerKey === undefined) {
+      ext.send({ type: 'error', code: SpeedErrorCode.BANNED, text: 'banned' });
+      wire.destroy();
+      return;
+    }
+    const p: AgentPeer = {
+      id, wire, ext, pk, providerKey,
+      req: new RequesterPayments({ ledgerId: this.o.ledgerId, publicKey: this.o.keys.publicKey, secretKey: this.o.keys.secretKey, providerKey: pk }),
+      pendingPayments: [],
+      price: 0n,
+    };
+    this.peers.set(id, p);
+    const ack = this.provider.resyncAck(providerKey);
+    if (ack) ext.send(ack);
+    if (this.bidder.bid > 0n) ext.sendBid(this.bidder.bid);
+  }
+
+  // ------------------------------------------------------------ provider side
+
+  private onAuction(r: AuctionResult): void {
+    for (const p of this.peers.values()) {
+      if (!p.providerKey) continue;
+      const price = r.winners.get(p.id);
+      if (price === undefined) {
+        if (p.price !== 0n) {
+          p.price = 0n;
+          this.provider.setPrice(p.providerKey, 0n);
+        }
+        continue;
+      }
+      if (price !== p.price || p.ext.peerBidSeq === 0n) {
+        // BID_RESPONSE goes out now, before the session applies the unchoke.
+        p.ext.send({ type: 'bid_response', seq: p.ext.peerBidSeq, price, maxUnpaid: this.provider.maxUnpaid, minTtl: this.provider.minTtlSeconds });
+        p.price = price;
+        this.provider.setPrice(p.providerKey, price);
+        this.emit('won', p.id, price);
+      }
+    }
+  }
+
+  /** May we send a block of `piece` to this peer now? Legacy peers: always. */
+  mayUpload(peerId: string, piece: number): boolean {
+    const p = this.peers.get(peerId);
+    if (!p?.providerKey) return true;
+    const d = this.provider.canServe(p.providerKey, piece, this.o.now());
+    return d.ok;
+  }
+
+  onBlockUploaded(peerId: string, piece: number, bytes: number): void {
+    const p = this.peers.get(peerId);
+    if (p?.providerKey) this.provider.onBlockSent(p.providerKey, piece, bytes, this.o.now());
+  }
+
+  private async onChannel(p: AgentPeer, channelId: Buffer): Promise<void> {
+    const key = p.providerKey!;
+    const r = this.provider.onChannelAnnounced(key, channelId);
+    if (r === 'foreign') {
+      p.ext.send({ type: 'error', code: SpeedErrorCode.CHANNEL_INVALID, text: 'channel belongs to another peer' });
+      return;
+    }
+    if (r === 'fetch') {
+      let info: ChannelInfo | undefined;
+      try {
+        info = await this.o.ledger.channel(channelId);
+      } catch (e) {
+        p.ext.send({ type: 'error', code: SpeedErrorCode.LEDGER_UNAVAILABLE, text: 'ledger unreachable' });
+        this.emit('warning', `ledger unreachable while checking a channel: ${(e as Error).message}`);
+        return;
+      }
+      if (!info) {
+        p.ext.send({ type: 'error', code: SpeedErrorCode.CHANNEL_INVALID, text: 'no such channel' });
+        return;
+      }
+      const ok = this.provider.onChannelInfo(key, info, this.o.now());
+      if (!ok.ok) {
+        p.ext.send({ type: 'error', code: ok.code, text: ok.reason });
+        return;
+      }
+    }
+    const queued = p.pendingPayments.splice(0);
+    for (const m of queued) this.onPayment(p, m);
+  }
+
+  private onPayment(p: AgentPeer, m: PaymentMessage): void {
+    const r = this.provider.onPayment(p.providerKey!, m, this.o.now());
+    if (!r.ok) {
+      if (r.pending) {
+        if (p.pendingPayments.length < 64) p.pendingPayments.push(m);
+        return;
+      }
+      p.ext.send({ type: 'error', code: r.code, text: r.reason });
+      return;
+    }
+    if (r.delta > 0n) {
+      this.o.persist?.(this.provider.exportChannels());
+      this.emit('earned', p.id, r.delta);
+    }
+    p.ext.send(r.ack);
+  }
+
+  // ------------------------------------------------------------ requester side
+
+  private async openChannel(p: AgentPeer): Promise<void> {
+    if (p.opening) return p.opening;
+    const req = p.req!;
+    p.opening = (async () => {
+      try {
+        const budget = await this.refreshBalance();
+        const price = req.currentPrice > 0n ? req.currentPrice : 1n;
+        const deposit = suggestDeposit(price, this.o.pieceLength, this.o.depositPieces ?? 32, req.pendingAmount, budget);
+        if (deposit <= 0n || deposit < req.pendingAmount) {
+          this.emit('warning', `cannot fund a channel to ${p.id}: balance ${budget}, needed ${req.pendingAmount}`);
+          return;
+        }
+        const expiresAt = this.o.now() + (this.o.channelTtlMs ?? 2 * 3_600_000);
+        const r = await this.o.ledger.openChannel({ requesterKeys: this.o.keys, provider: p.pk!, deposit, expiresAt });
+        this.balance -= deposit;
+        this.emit('channel-opened', p.id, r.channelId, deposit);
+        const { announce, payments } = req.onChannelOpened({ id: r.channelId, deposit, expiresAt });
+        p.ext.send(announce);
+        for (const m of payments) this.sendPayment(p, m);
+      } catch (e) {
+        this.emit('warning', `opening a channel to ${p.id} failed: ${(e as Error).message}`);
+      } finally {
+        p.opening = undefined;
+      }
+    })();
+    return p.opening;
+  }
+
+  private sendPayment(p: AgentPeer, m: PaymentMessage): void {
+    p.ext.send(m);
+    this.emit('paid', p.id, m.piece, m.amount);
+  }
+
+  /** A piece passed its hash check: pay every Speed provider that charged for bytes of it. */
+  onPieceVerified(piece: number): Promise<void> {
+    const opens: Promise<void>[] = [];
+    for (const p of this.peers.values()) {
+      const r = p.req?.onPieceVerified(piece);
+      if (!r || r.type === 'nothing') continue;
+      if (r.type === 'payment') this.sendPayment(p, r.message);
+      else opens.push(this.openChannel(p));
+    }
+    return Promise.all(opens).then(() => undefined);
+  }
+
+  /** A piece failed its hash check with bytes from `peerIds`: pay nothing, reject, ban repeat offenders. */
+  onPieceFailed(piece: number, peerIds: string[]): void {
+    for (const id of peerIds) {
+      const p = this.peers.get(id);
+      if (!p?.req) continue;
+      const r = p.req.onPieceFailed(piece);
+      if (r.reject) p.ext.send(r.reject);
+      if (r.ban) {
+        this.emit('ban-peer', id, 'sent data that failed its hash check repeatedly');
+        p.wire.destroy();
+      }
+    }
+  }
+
+  private onMessage(p: AgentPeer, m: SpeedMessage): void {
+    switch (m.type) {
+      case 'bid':
+        break; // read by the auction at the next rechoke (the extension keeps the latest)
+      case 'channel':
+        void this.onChannel(p, Buffer.from(m.channel));
+        break;
+      case 'payment':
+        this.onPayment(p, m);
+        break;
+      case 'reject':
+        for (const a of this.provider.onReject(p.providerKey!, m.piece, this.o.now())) this.apply(a);
+        break;
+      case 'bid_response': {
+        const r = p.req!.onBidResponse(m.price, p.ext.bidPrice(m.seq));
+        if (!r.ok) {
+          p.ext.send({ type: 'error', code: r.code, text: r.reason });
+          break;
+        }
+        if (p.req!.channelRemaining < m.price * BigInt(this.o.pieceLength)) void this.openChannel(p);
+        break;
+      }
+      case 'ack': {
+        const r = p.req!.onAck(m);
+        if (r.resend) p.ext.send(r.resend);
+        if (r.error) this.emit('warning', `${p.id}: ${r.error}`);
+        break;
+      }
+      case 'error':
+        this.emit('warning', `${p.id} says: ${m.text ?? `error ${m.code}`}`);
+        break;
+    }
+  }
+
+  // ------------------------------------------------------------ time
+
+  /** Call every second or so. Returns when ledger closes started by this tick have finished. */
+  async tick(): Promise<void> {
+    const now = this.o.now();
+    let spent = 0n, escrow = 0n;
+    for (const p of this.peers.values()) {
+      if (!p.req) continue;
+      spent += p.req.paid;
+      escrow += p.req.channelRemaining;
+    }
+    const u = this.bidder.poll({ balance: this.balance + escrow, remainingBytes: this.o.remainingBytes(), spent });
+    if (u) {
+      for (const p of this.peers.values()) p.ext.sendBid(u.price);
+      this.emit('bid', u.price, u.reason);
+    }
+    await Promise.all(this.provider.tick(now).map((a) => this.apply(a)));
+  }
+
+  private async apply(a: ProviderAction): Promise<void> {
+    const peer = [...this.peers.values()].find((p) => p.providerKey === a.requester);
+    if (a.type === 'choke') {
+      peer?.ext.send({ type: 'error', code: SpeedErrorCode.PAYMENT_OVERDUE, text: a.reason });
+      this.emit('choke-peer', peer?.id ?? a.requester, a.reason);
+      return;
+    }
+    if (a.type === 'ban') {
+      peer?.ext.send({ type: 'error', code: SpeedErrorCode.BANNED, text: a.reason });
+      this.emit('ban-peer', peer?.id ?? a.requester, a.reason);
+      peer?.wire.destroy();
+      return;
+    }
+    if (a.type === 'abandon') return;
+    const id = a.channelId.toString('hex');
+    if (this.closing.has(id)) return;
+    this.closing.add(id);
+    try {
+      await this.o.ledger.closeChannel({ providerKeys: this.o.keys, state: a.state, signature: a.sig });
+      this.provider.onChannelClosed(a.channelId);
+      this.o.persist?.(this.provider.exportChannels());
+      this.emit('channel-closed', a.channelId, a.state.cumulative);
+    } catch (e) {
+      this.provider.onCloseFailed(a.channelId);
+      this.emit('warning', `closing channel ${id.slice(0, 16)}… failed (will retry): ${(e as Error).message}`);
+    } finally {
+      this.closing.delete(id);
+    }
+  }
+
+  /** Close every channel we hold a payment on (transfer finished / shutting down). */
+  async shutdown(): Promise<void> {
+    await Promise.all(this.provider.closeAll().map((a) => this.apply(a)));
+  }
+
+  /** Speed peers by choker id (UI / tests). */
+  peerIds(): string[] {
+    return [...this.peers.keys()];
+  }
+  requesterState(peerId: string): RequesterPayments | undefined {
+    return this.peers.get(peerId)?.req;
+  }
+}

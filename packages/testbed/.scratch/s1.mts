@@ -1,0 +1,15 @@
+import { Session } from '@bitorrent/core';
+import { startLibtorrent, stopAll, tempDir, makeRandomFiles, mktorrent, compareTrees, multiFileSpec } from '../src/index.ts';
+const d = await tempDir('x');
+await makeRandomFiles(d.path + '/seed/p', multiFileSpec());
+const tor = await mktorrent(d.path + '/seed/p', d.path + '/p.torrent');
+const lt = await startLibtorrent({ mode: 'seed', torrent: tor.path, savePath: d.path + '/seed' });
+await lt.waitSeeding();
+const s = new Session({ port: 0, host: '127.0.0.1' });
+await s.listen();
+const t0 = Date.now();
+const t = await s.add({ torrent: tor.bytes, path: d.path + '/dl', peers: [{ host: '127.0.0.1', port: lt.port }] });
+await t.done;
+console.log('done', Date.now() - t0, t.stats(), await compareTrees(d.path + '/seed/p', d.path + '/dl/p'));
+await s.close();
+await stopAll();
