@@ -4,7 +4,9 @@
  *   npm run bench -- tracker [--quick] [--seconds N] [--rounds N] [--http-conc N] [--udp-conc N]
  *
  * HTTP: wrk (1 thread, keep-alive, Lua script varying info_hash / peer_id / port over 1000 whitelisted hashes).
- * UDP: bench/tracker/udpgen.mjs in a child process (closed loop, fixed concurrency, BEP 15 connect + announce).
+ * UDP: bench/tracker/udpgen.c compiled with gcc into the temp dir (closed loop, fixed concurrency, BEP 15 connect +
+ * announce); bench/tracker/udpgen.mjs (Node) when gcc is missing — it is slower and can bottleneck.
+ * bitorrent runs with --workers 2 by default (both cores); --workers 1 measures the single event loop.
  * Each target is measured `rounds` times per protocol, interleaved; the best round counts.
  * Memory: bytes per stored peer = (heapUsed + arrayBuffers) delta / peers, in this process, with gc.
  * Last line: one JSON object.
@@ -28,6 +30,7 @@ const { values } = parseArgs({
     rounds: { type: 'string' },
     'http-conc': { type: 'string' },
     'udp-conc': { type: 'string' },
+    workers: { type: 'string' },
   },
 });
 const quick = values.quick === true;
@@ -35,6 +38,8 @@ const seconds = Number(values.seconds ?? (quick ? 3 : 8));
 const rounds = Number(values.rounds ?? (quick ? 1 : 2));
 const httpConc = Number(values['http-conc'] ?? 64);
 const udpConc = Number(values['udp-conc'] ?? 64);
+const workers = Number(values.workers ?? 2);
+let udpGen: string | null = null;
 
 const children: ChildProcess[] = [];
 function cleanup(): void {
@@ -86,8 +91,8 @@ function lastJson(out: string): Record<string, number> {
 
 interface Result { rps: number; p99_ms: number; p50_ms: number; errors: number }
 
-async function httpLoad(port: number, hashFile: string): Promise<Result> {
-  const out = await run('wrk', ['-t1', `-c${httpConc}`, `-d${seconds}s`, '--latency', '-s', join(here, 'tracker', 'announce.lua'), `http://127.0.0.1:${port}`], {
+async function httpLoad(port: number, hashFile: string, close = false): Promise<Result> {
+  const out = await run('wrk', ['-t1', `-c${httpConc}`, `-d${seconds}s`, '--latency', ...(close ? ['-H', 'Connection: close'] : []), '-s', join(here, 'tracker', 'announce.lua'), `http://127.0.0.1:${port}`], {
     ...process.env,
     HASHFILE: hashFile,
   });
@@ -101,7 +106,8 @@ async function httpLoad(port: number, hashFile: string): Promise<Result> {
 }
 
 async function udpLoad(port: number, hashFile: string): Promise<Result> {
-  const out = await run(process.execPath, [join(here, 'tracker', 'udpgen.mjs'), '127.0.0.1', String(port), String(seconds), String(udpConc), '8', hashFile, '1']);
+  const args = ['127.0.0.1', String(port), String(seconds), String(udpConc), '8', hashFile, '1'];
+  const out = udpGen !== null ? await run(udpGen, args) : await run(process.execPath, [join(here, 'tracker', 'udpgen.mjs'), ...args]);
   const j = lastJson(out);
   return { rps: j.rps, p50_ms: j.p50_ms, p99_ms: j.p99_ms, errors: j.errors + j.timeouts };
 }
@@ -138,13 +144,19 @@ async function main(): Promise<void> {
   writeFileSync(hashFile, hashes.join('\n') + '\n');
   chmodSync(hashFile, 0o644);
   try {
+    try {
+      await run('gcc', ['-O2', '-o', join(dir, 'udpgen'), join(here, 'tracker', 'udpgen.c')]);
+      udpGen = join(dir, 'udpgen');
+    } catch (e) {
+      console.error(`# gcc unavailable (${(e as Error).message.slice(0, 80)}): using the Node UDP generator, which may bottleneck`);
+    }
     // opentracker (whitelist build; drops privileges, hence the world-readable folder).
     const otPort = await freePort();
     const ot = spawn('opentracker', ['-i', '127.0.0.1', '-p', String(otPort), '-P', String(otPort), '-w', hashFile], { stdio: 'ignore', cwd: dir });
     children.push(ot);
     await waitTcp(otPort);
     // bitorrent tracker, its own process, same whitelist.
-    const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile], {
+    const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile, '--workers', String(workers)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(bt);
@@ -157,7 +169,7 @@ async function main(): Promise<void> {
       });
       bt.on('exit', (c) => reject(new Error(`bitorrent tracker exited ${c}`)));
     });
-    console.error(`# opentracker on ${otPort}, bitorrent on http ${listening.http_port} / udp ${listening.udp_port}; ${seconds}s × ${rounds} rounds, HTTP conc ${httpConc}, UDP conc ${udpConc}`);
+    console.error(`# opentracker on ${otPort}, bitorrent (${workers} workers) on http ${listening.http_port} / udp ${listening.udp_port}; ${seconds}s × ${rounds} rounds, HTTP conc ${httpConc}, UDP conc ${udpConc}, UDP generator ${udpGen ? 'C' : 'node'}`);
     const best = (a: Result | null, b: Result): Result => (a === null || b.rps > a.rps ? b : a);
     let btH: Result | null = null, otH: Result | null = null, btU: Result | null = null, otU: Result | null = null;
     for (let r = 0; r < rounds; r++) {
@@ -166,6 +178,9 @@ async function main(): Promise<void> {
       const c = await udpLoad(listening.udp_port, hashFile); console.error(`# round ${r + 1} udp  bitorrent   ${JSON.stringify(c)}`); btU = best(btU, c);
       const d = await udpLoad(otPort, hashFile); console.error(`# round ${r + 1} udp  opentracker ${JSON.stringify(d)}`); otU = best(otU, d);
     }
+    // Without keep-alive (opentracker closes every connection anyway): one TCP connection per announce for both.
+    const btC = await httpLoad(listening.http_port, hashFile, true); console.error(`# http (Connection: close) bitorrent   ${JSON.stringify(btC)}`);
+    const otC = await httpLoad(otPort, hashFile, true); console.error(`# http (Connection: close) opentracker ${JSON.stringify(otC)}`);
     const statsRes = await fetch(`http://127.0.0.1:${listening.http_port}/stats?format=json`).then((r) => r.json() as Promise<Record<string, number>>);
     console.error(`# bitorrent tracker after load: ${statsRes.torrents} swarms, ${statsRes.peers} peers, rss ${(statsRes.rss_bytes / 1e6).toFixed(0)} MB`);
     const bpp = bytesPerPeer(quick ? 200 : 1000, 1000);
@@ -176,11 +191,16 @@ async function main(): Promise<void> {
       bench: 'tracker',
       seconds,
       rounds,
+      workers,
+      udp_generator: udpGen ? 'c' : 'node',
       http_concurrency: httpConc,
       udp_concurrency: udpConc,
       bitorrent_http_rps: btH!.rps,
       opentracker_http_rps: otH!.rps,
       ratio_http: r2(btH!.rps / otH!.rps),
+      bitorrent_http_close_rps: btC.rps,
+      opentracker_http_close_rps: otC.rps,
+      ratio_http_close: r2(btC.rps / otC.rps),
       bitorrent_udp_rps: btU!.rps,
       opentracker_udp_rps: otU!.rps,
       ratio_udp: r2(btU!.rps / otU!.rps),

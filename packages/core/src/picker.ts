@@ -9,9 +9,10 @@
  *  3. end-game: once every remaining wanted block has been requested, blocks outstanding at one other peer may be
  *     requested again (at most 2 copies); the first arrival tells the caller whom to cancel.
  *
- * Cost: wanted pieces sit in buckets keyed by (priority, availability); availability updates move a piece between
- * buckets in O(1), so `peerHave` is O(1) and a rarest-first pick looks only at the rarest buckets (plus pieces the
- * peer lacks and pieces already in flight). Seeds (have_all) are counted separately and cost nothing per piece.
+ * Cost: untouched wanted pieces sit in buckets keyed by (priority, availability); availability updates move a piece
+ * between buckets in O(1), so `peerHave` is O(1), and a rarest-first pick looks only at the rarest buckets (skipping
+ * just the pieces this peer lacks). Pieces in flight leave the buckets; those with free blocks sit in a small `open`
+ * set that step 1 walks. Seeds (have_all) are counted separately and cost nothing per piece.
  */
 
 export interface BlockRequest {
@@ -48,16 +49,25 @@ export interface PiecePickerOptions {
   defaultPriority?: number;
 }
 
-/** Random integer source: returns an integer in [0, n). `crypto.randomInt` fits. */
+/**
+ * Injected randomness. Given n, return an integer in [0, n) (`crypto.randomInt` fits). A Math.random-style source
+ * (no argument used, float in [0, 1)) is accepted too and scaled: see randomBelow().
+ */
 export type RandomInt = (n: number) => number;
 
 export const defaultRandomInt: RandomInt = (n) => Math.floor(Math.random() * n);
 
-/** Call an injected RandomInt defensively (a bad source must not break invariants). */
+/**
+ * Draw an integer in [0, n) from an injected source, defensively: integers are used as-is (reduced mod n),
+ * fractions in [0, 1) are scaled by n (Math.random-style sources), anything else maps to 0.
+ */
 export function randomBelow(rng: RandomInt, n: number): number {
   if (n <= 1) return 0;
-  const r = Math.floor(rng(n));
-  return r >= 0 && r < n ? r : ((r % n) + n) % n || 0;
+  const r = rng(n);
+  if (!Number.isFinite(r) || r < 0) return 0;
+  if (Number.isInteger(r)) return r < n ? r : r % n;
+  if (r < 1) return Math.floor(r * n);
+  return Math.floor(r) % n;
 }
 
 export class PickerError extends Error {
@@ -112,11 +122,13 @@ export class PiecePicker {
   private readonly prio: Uint8Array;
   private readonly avail: Uint32Array;
   private seeds = 0;
-  /** buckets[priority][availability] = wanted piece indices; pos[i] = index in its bucket or -1. */
+  /** buckets[priority][availability] = wanted pieces not in flight; pos[i] = index in its bucket or -1. */
   private readonly buckets: number[][][] = [];
   private readonly bucketCount = new Array<number>(8).fill(0);
   private readonly maxAvail = new Array<number>(8).fill(0);
   private readonly pos: Int32Array;
+  /** Pieces not had with priority > 0. */
+  private wantedCount = 0;
   private readonly partials = new Map<number, Partial>();
   /** Partial pieces that still have free blocks (the only ones step 1 of pickBlocks needs to look at). */
   private readonly open = new Set<number>();
@@ -155,6 +167,7 @@ export class PiecePicker {
       this.bucketAdd(i);
       this.freeBlocks += this.blocksIn(i);
     }
+    this.wantedCount = pieceCount;
   }
 
   // ---------------------------------------------------------------- geometry
@@ -243,9 +256,7 @@ export class PiecePicker {
 
   /** Pieces still wanted (not had, priority > 0). */
   get wantedRemaining(): number {
-    let n = 0;
-    for (let p = 1; p < 8; p++) n += this.bucketCount[p];
-    return n;
+    return this.wantedCount;
   }
 
   /** A verified piece (hash checked, or found on disk at startup). */
@@ -254,8 +265,9 @@ export class PiecePicker {
     if (this.haveBits[index]) return;
     if (this.wanted(index)) {
       this.freeBlocks -= this.freeOf(index);
-      this.bucketRemove(index);
+      this.wantedCount--;
     }
+    if (this.pos[index] >= 0) this.bucketRemove(index);
     this.dropPartial(index);
     this.haveBits[index] = 1;
     this.haveCount_++;
@@ -275,12 +287,18 @@ export class PiecePicker {
     if (!Number.isInteger(priority) || priority < 0 || priority > 7) throw new PickerError(`priority must be an integer 0..7, got ${priority}`);
     if (this.prio[index] === priority) return;
     const was = this.wanted(index);
-    if (was) this.bucketRemove(index);
+    if (this.pos[index] >= 0) this.bucketRemove(index);
     this.prio[index] = priority;
     const now = this.wanted(index);
-    if (now) this.bucketAdd(index);
-    if (was && !now) this.freeBlocks -= this.freeOf(index);
-    if (!was && now) this.freeBlocks += this.freeOf(index);
+    if (now && !this.partials.has(index)) this.bucketAdd(index);
+    if (was && !now) {
+      this.freeBlocks -= this.freeOf(index);
+      this.wantedCount--;
+    }
+    if (!was && now) {
+      this.freeBlocks += this.freeOf(index);
+      this.wantedCount++;
+    }
   }
 
   piecePriority(index: number): number {
@@ -358,8 +376,9 @@ export class PiecePicker {
 
   /** Does the peer have any piece we still want? O(pieces) worst case; call on bitfield/have, not per block. */
   isInteresting(peer: Pick<PickerPeer, 'has' | 'hasAll'>): boolean {
-    if (this.wantedRemaining === 0) return false;
+    if (this.wantedCount === 0) return false;
     if (peer.hasAll) return true;
+    for (const i of this.partials.keys()) if (this.wanted(i) && peer.has(i)) return true;
     for (let p = 7; p >= 1; p--) {
       if (this.bucketCount[p] === 0) continue;
       for (const b of this.buckets[p]) for (const i of b) if (peer.has(i)) return true;
@@ -371,7 +390,7 @@ export class PiecePicker {
 
   /** True once every remaining wanted block has been requested at least once. */
   get inEndgame(): boolean {
-    return this.freeBlocks === 0 && this.wantedRemaining > 0;
+    return this.freeBlocks === 0 && this.wantedCount > 0;
   }
 
   /** Number of blocks currently requested from `peerId`. */
@@ -402,8 +421,7 @@ export class PiecePicker {
     if (this.freeBlocks > 0) {
       const tryPiece = (i: number): boolean => {
         if (this.partials.has(i) || !this.wanted(i) || !allowed(i)) return false;
-        const part = new Partial(this.blocksIn(i));
-        this.partials.set(i, part);
+        const part = this.newPartial(i);
         this.takeFree(i, part, peer.id, out, max);
         return out.length >= max;
       };
@@ -441,12 +459,19 @@ export class PiecePicker {
             const b = byAvail[a];
             const len = b.length;
             if (len === 0) continue;
+            // Choose first, start after: starting a piece removes it from this bucket.
             const start = randomBelow(this.rng, len);
-            for (let k = 0; k < len; k++) {
+            const chosen: number[] = [];
+            let planned = out.length;
+            for (let k = 0; k < len && planned < max; k++) {
               let j = start + k;
               if (j >= len) j -= len;
-              if (tryPiece(b[j])) return out;
+              const i = b[j];
+              if (!allowed(i)) continue;
+              chosen.push(i);
+              planned += this.blocksIn(i);
             }
+            for (const i of chosen) if (tryPiece(i)) return out;
           }
         }
       }
@@ -533,11 +558,7 @@ export class PiecePicker {
       this.forgetReq(peerId, i, b);
       return { pieceComplete: false, cancel: [], duplicate: true };
     }
-    let part = this.partials.get(i);
-    if (!part) {
-      part = new Partial(this.blocksIn(i));
-      this.partials.set(i, part);
-    }
+    const part = this.partials.get(i) ?? this.newPartial(i);
     if (part.state[b] === RECEIVED) {
       this.forgetReq(peerId, i, b);
       return { pieceComplete: false, cancel: [], duplicate: true };
@@ -572,7 +593,10 @@ export class PiecePicker {
     if (this.haveBits[index]) return who;
     const before = this.freeOf(index);
     this.dropPartial(index);
-    if (this.wanted(index)) this.freeBlocks += this.blocksIn(index) - before;
+    if (this.wanted(index)) {
+      this.freeBlocks += this.blocksIn(index) - before;
+      if (this.pos[index] < 0) this.bucketAdd(index);
+    }
     return who;
   }
 
@@ -583,6 +607,15 @@ export class PiecePicker {
     return this.failedBy.get(index) ?? [];
   }
 
+  /** Start tracking a piece in flight: it leaves the availability buckets. */
+  private newPartial(i: number): Partial {
+    const part = new Partial(this.blocksIn(i));
+    this.partials.set(i, part);
+    if (this.pos[i] >= 0) this.bucketRemove(i);
+    return part;
+  }
+
+  /** Forget a piece's in-flight state (callers put it back in a bucket if still wanted). */
   private dropPartial(index: number): void {
     const part = this.partials.get(index);
     if (!part) return;

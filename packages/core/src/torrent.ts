@@ -133,6 +133,7 @@ export class Peer {
   hashFailures = 0;
   allowedFast = new Set<number>();
   serving = false;
+  readPaused = false;
   snubbed = false;
   pipeline = 32;
   remotePeerId = '';
@@ -462,6 +463,7 @@ export class Torrent extends EventEmitter {
     const peer = new Peer(address, wire, outgoing, this.deps.clock);
     this.peers.set(key, peer);
     if (outgoing) this.installExtensions(wire);
+    this.emit('peer', peer);
 
     const onHandshake = (infoHash: Buffer, peerId: Buffer) => {
       if (!infoHash.equals(this.infoHash) || peerId.equals(this.deps.peerId)) return wire.destroy();
@@ -732,12 +734,17 @@ export class Torrent extends EventEmitter {
   }
 
   private throttleDownload(peer: Peer, bytes: number): void {
-    const delay = Math.max(this.deps.globalDownload.delayFor(bytes), this.downBucket.delayFor(bytes));
-    this.deps.globalDownload.tryTake(bytes) || this.deps.globalDownload.take(bytes).catch(() => {});
-    this.downBucket.tryTake(bytes) || this.downBucket.take(bytes).catch(() => {});
-    if (delay > 0) {
+    // Received bytes are already here: charge them (possibly into debt), then stop reading until repaid.
+    this.deps.globalDownload.consume(bytes);
+    this.downBucket.consume(bytes);
+    const delay = Math.max(this.deps.globalDownload.delayFor(1), this.downBucket.delayFor(1));
+    if (delay > 0 && !peer.readPaused) {
+      peer.readPaused = true;
       peer.wire.pauseReading();
-      const t = this.deps.clock.setTimeout(() => peer.wire.resumeReading(), delay);
+      const t = this.deps.clock.setTimeout(() => {
+        peer.readPaused = false;
+        peer.wire.resumeReading();
+      }, delay);
       t.unref?.();
     }
   }

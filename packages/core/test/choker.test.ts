@@ -104,3 +104,13 @@ test('optimistic peer that leaves or loses interest is replaced immediately', ()
   assert.equal(third.optimistic, undefined);
   assert.equal(third.unchoke.size, 0);
 });
+
+test('accepts a Math.random-style rng (float in [0,1)) as well as a RandomInt', () => {
+  const peers: ChokerPeer[] = [];
+  for (let i = 0; i < 4; i++) peers.push({ id: `p${i}`, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: 0, unchoked: false });
+  const floats = [0.1, 0.3, 0.6, 0.9];
+  let k = 0;
+  const c = new StandardChoker({ rng: () => floats[k++ % 4], optimisticEvery: 1 });
+  const picked = floats.map(() => c.rechoke({ peers, now: 1e9, seeding: false, slots: 0 }).optimistic);
+  assert.deepEqual(picked, ['p0', 'p1', 'p2', 'p3']);
+});

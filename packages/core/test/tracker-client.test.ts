@@ -290,6 +290,22 @@ test('udp: concurrent requests multiplex on one socket and share one connect', a
   assert.equal(new Set(tr.requests.map((r) => r.from.port)).size, 1, 'one local socket');
 });
 
+test('udp: connection id expires after 60 s (injected clock)', async (t) => {
+  const tr = await fakeUdpTracker((r) => (r.action === 1 ? udpAnnounceReply(r.tid, 60, 0, 0, Buffer.alloc(0)) : 'default'));
+  t.after(() => tr.close());
+  const clock = new VirtualClock();
+  const client = new UdpTrackerClient({ clock });
+  t.after(() => client.close());
+  const connects = () => tr.requests.filter((r) => r.action === 0).length;
+  await client.announce(tr.url, params());
+  clock.advance(59_999);
+  await client.announce(tr.url, params());
+  assert.equal(connects(), 1);
+  clock.advance(1);
+  await client.announce(tr.url, params());
+  assert.equal(connects(), 2);
+});
+
 test('udp: scrape', async (t) => {
   const tr = await fakeUdpTracker((r) => {
     if (r.action !== 2) return 'default';

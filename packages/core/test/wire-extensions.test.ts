@@ -36,6 +36,7 @@ async function pair(
   extsA: WireExtensionFactory[],
   extsB: WireExtensionFactory[],
   opts: Partial<PeerWireOptions> = {},
+  setup?: (a: PeerWire, b: PeerWire) => void,
 ): Promise<[PeerWire, PeerWire]> {
   const [c, s] = await tcpPair(t);
   const a = new PeerWire(c, { peerId: PID_A, ...opts });
@@ -44,6 +45,7 @@ async function pair(
     a.destroy();
     b.destroy();
   });
+  setup?.(a, b);
   for (const e of extsA) a.use(e);
   b.once('handshake', (ih: Buffer) => {
     for (const e of extsB) b.use(e);
@@ -183,7 +185,7 @@ test('ut_pex: IPv4 + IPv6 exchange with flags, then added/dropped diffs at most 
   });
   const ext = a.use(sender);
   b.once('handshake', (ih: Buffer) => {
-    b.use(utPex());
+    b.use(utPex({ now: () => now }));
     b.sendHandshake(ih);
   });
   const first = once(b, 'pex-peers');
@@ -215,15 +217,18 @@ test('ut_pex: IPv4 + IPv6 exchange with flags, then added/dropped diffs at most 
   assert.equal(timer.count(), 0, 'timer cancelled on close');
 });
 
-test('ut_pex: at most 50 added per message, rest in the next round', async (t) => {
+test('ut_pex: at most 50 added per message, rest in the next round', { timeout: 20_000 }, async (t) => {
   let now = 0;
   const timer = virtualTimer();
   const peers: PexPeer[] = Array.from({ length: 60 }, (_, i) => ({ host: `10.1.0.${i + 1}`, port: 1000 + i }));
   const ih = Buffer.alloc(20, 5);
   const updates: PexUpdate[] = [];
-  const [, b] = await pair(t, ih, [utPex({ getPeers: () => peers, now: () => now, setTimer: timer.setTimer })], [utPex()]);
-  b.on('pex-peers', (u: PexUpdate) => updates.push(u));
-  if (updates.length === 0) await once(b, 'pex-peers');
+  let firstUpdate!: Promise<unknown>;
+  const [, b] = await pair(t, ih, [utPex({ getPeers: () => peers, now: () => now, setTimer: timer.setTimer })], [utPex({ now: () => now })], {}, (_a, b) => {
+    firstUpdate = once(b, 'pex-peers');
+    b.on('pex-peers', (u: PexUpdate) => updates.push(u));
+  });
+  await firstUpdate;
   assert.equal(updates[0].added.length, 50);
   now += 60_000;
   const next = once(b, 'pex-peers');
@@ -248,8 +253,13 @@ test('ut_pex: hostile garbage is ignored, truncated fields are cut to whole entr
   raw(Buffer.from('d5:added' + '9999999:'));
   raw(encode({ added: Buffer.from([127, 0, 0, 5, 0x1a, 0xe1, 9]), 'added.f': Buffer.from([2]) }));
   await once(b, 'pex-peers');
+  // A second valid message right away is a flood: ignored (BEP 11 senders wait a minute).
+  raw(encode({ added: Buffer.from([127, 0, 0, 6, 0x1a, 0xe1]) }));
+  const marker = once(b, 'have'); // same TCP stream: once it arrives, the PEX message before it was handled
+  a.have(1);
+  await marker;
   assert.equal(seen.length, 1);
-  assert.deepEqual(seen[0], { added: [{ host: '127.0.0.5', port: 6881, flags: 0 }], dropped: [] });
+  assert.deepEqual(seen[0], { added: [{ host: '127.0.0.5', port: 6881, flags: 2 }], dropped: [] });
   assert.equal(b.destroyed, false);
 });
 

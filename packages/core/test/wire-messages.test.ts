@@ -307,3 +307,14 @@ test('256 MiB of piece messages in 64 KiB chunks parses in linear time', () => {
   assert.ok(mbps > 200, `parser throughput ${mbps.toFixed(0)} MiB/s`);
   console.log(`# parser: ${mbps.toFixed(0)} MiB/s over ${fed} bytes in 64 KiB chunks`);
 });
+
+test('BEP 6 allowed-fast set matches the spec vectors', async () => {
+  const { allowedFastSet } = await import('../src/wire/fast.js');
+  const ih = Buffer.alloc(20, 0xaa);
+  assert.deepEqual(allowedFastSet(7, 1313, ih, '80.4.4.200'), [1059, 431, 808, 1217, 287, 376, 1188]);
+  assert.deepEqual(allowedFastSet(9, 1313, ih, '80.4.4.200'), [1059, 431, 808, 1217, 287, 376, 1188, 353, 508]);
+  assert.deepEqual(allowedFastSet(9, 1313, ih, '::ffff:80.4.4.7'), allowedFastSet(9, 1313, ih, '80.4.4.200'));
+  assert.deepEqual(allowedFastSet(10, 3, ih, '1.2.3.4').sort(), [0, 1, 2]);
+  assert.deepEqual(allowedFastSet(10, 100, ih, '2001:db8::1'), []);
+  assert.deepEqual(allowedFastSet(10, 0, ih, '1.2.3.4'), []);
+});

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { asBytes, asDict, asInt, asString, encode, type BencodeDict } from '../src/bencode.js';
 import { PeerWire, type PeerWireOptions } from '../src/wire/peer-wire.js';
 import type { WireExtension } from '../src/wire/extensions.js';
+import { VirtualClock } from '../src/clock.js';
 import { WireProtocolError, encodeBitfield, encodeHandshake, encodeHaveAll, encodeExtended } from '../src/wire/messages.js';
 
 const IH = Buffer.alloc(20, 0x11);
@@ -270,6 +271,19 @@ test('keep-alive when idle and idle timeout', async (t) => {
   const [err] = await errP;
   assert.equal((err as WireProtocolError).code, 'TIMEOUT');
   assert.equal(w.destroyed, true);
+});
+
+test('keep-alive and idle timeout under an injected VirtualClock', async (t) => {
+  const clock = new VirtualClock(0);
+  const [a, b] = await wirePair(t, { clock, keepAliveMs: 60_000, idleTimeoutMs: 120_000 }, { idleTimeoutMs: 0, keepAliveMs: 0 });
+  const ka = once(b, 'keep-alive');
+  clock.advance(61_000);
+  await ka;
+  assert.equal(a.destroyed, false);
+  const closed = new Promise((r) => a.once('close', r));
+  clock.advance(60_000); // 121 s without receiving anything (b sends no keep-alives)
+  await closed;
+  assert.equal((a.closeError as WireProtocolError).code, 'TIMEOUT');
 });
 
 test('extension API: ids, handshake fields, messages both ways, unknown ids ignored', async (t) => {

@@ -1,1 +1,11 @@
-export {};
+export * from './id.js';
+export * from './clock.js';
+export * from './krpc.js';
+export * from './routing.js';
+export * from './store.js';
+export * from './bep44.js';
+export * from './node.js';
+export * from './udp.js';
+export * from './dht.js';
+export * from './sim.js';
+export * from './lsd.js';

@@ -136,3 +136,6 @@ export abstract class LedgerApiBase {
     return { ...r, amount: info.faucet.amount };
   }
 }
+
+/** What both the in-process `Ledger` and the HTTP `LedgerClient` provide. */
+export type LedgerApi = LedgerApiBase;

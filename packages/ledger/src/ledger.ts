@@ -170,9 +170,18 @@ export class Ledger extends LedgerApiBase {
     return this.clock();
   }
 
+  /**
+   * Reads are snapshots of the state at call time, returned once that state is durable: a client never sees an effect
+   * (a balance, an open channel) that a crash could still undo.
+   */
+  private async durable<T>(snapshot: T): Promise<T> {
+    await this.waitDurable(this.state.height);
+    return snapshot;
+  }
+
   async ledgerInfo(): Promise<LedgerInfo> {
     const s = this.state;
-    return {
+    return this.durable({
       ledgerId: s.ledgerId,
       ledgerPublicKey: s.genesis.ledgerPublicKey,
       supply: s.genesis.supply,
@@ -182,21 +191,21 @@ export class Ledger extends LedgerApiBase {
       time: this.clock(),
       faucet: { ...s.genesis.faucet },
       maxChannelMs: s.genesis.maxChannelMs,
-    };
+    });
   }
 
   async account(publicKey: Buffer): Promise<AccountInfo> {
     const a = this.state.account(publicKey);
-    return { publicKey, balance: a?.balance ?? 0n, faucetClaimed: a?.faucetClaimed ?? false };
+    return this.durable({ publicKey, balance: a?.balance ?? 0n, faucetClaimed: a?.faucetClaimed ?? false });
   }
 
   async channel(id: Buffer): Promise<ChannelInfo | undefined> {
-    return this.state.channelInfo(id);
+    return this.durable(this.state.channelInfo(id));
   }
 
   async channels(publicKey: Buffer): Promise<ChannelInfo[]> {
     const ids = this.state.channelsByAccount.get(publicKey.toString('latin1')) ?? [];
-    return ids.map((id) => this.state.channelInfo(id)!);
+    return this.durable(ids.map((id) => this.state.channelInfo(id)!));
   }
 
   async history(publicKey: Buffer, opts: { limit?: number; beforeSeq?: number } = {}): Promise<HistoryEntry[]> {

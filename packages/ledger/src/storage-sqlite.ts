@@ -61,7 +61,7 @@ export class SqliteStorage implements LedgerStorage {
         this.insert.run(r.seq, r.entry, r.hash, r.accounts[0] ?? null, r.accounts[1] ?? null, r.checkpoint?.digest ?? null, r.checkpoint?.sig ?? null);
       }
     });
-    if (this.opts.threaded ?? true) {
+    if (this.opts.threaded ?? (this.path !== ':memory:' && this.path !== '')) {
       const w = new Worker(new URL('./sqlite-writer.mjs', import.meta.url));
       w.on('message', (m: { id: number; ok: boolean; error?: string }) => {
         const p = this.waiting.get(m.id);

@@ -23,7 +23,7 @@ export class Verifier {
   private queue: Pending[] = [];
   private scheduled = false;
   private nextId = 1;
-  private inflight = new Map<number, { parts: Pending[]; reject: (e: Error) => void }>();
+  private inflight = new Map<number, { parts: Pending[]; onDone: (release: () => void) => void }>();
   private closed = false;
 
   constructor(readonly threads: number) {
@@ -52,12 +52,20 @@ export class Verifier {
     const q = this.queue;
     this.queue = [];
     if (q.length === 0) return;
-    // Split the queue over the workers.
+    // Split the queue over the workers; answer everyone together so a commit batch is not split in two.
     const per = Math.ceil(q.length / this.workers.length);
-    for (let i = 0; i < q.length; i += per) this.send(q.slice(i, i + per));
+    const groups: Pending[][] = [];
+    for (let i = 0; i < q.length; i += per) groups.push(q.slice(i, i + per));
+    let left = groups.length;
+    const done: (() => void)[] = [];
+    for (const g of groups)
+      this.send(g, (release) => {
+        done.push(release);
+        if (--left === 0) for (const f of done) f();
+      });
   }
 
-  private send(parts: Pending[]): void {
+  private send(parts: Pending[], onDone: (release: () => void) => void): void {
     let size = 0;
     let n = 0;
     for (const p of parts) for (const it of p.items) {
@@ -77,7 +85,7 @@ export class Verifier {
         o += 98 + it.msg.length;
       }
     const id = this.nextId++;
-    this.inflight.set(id, { parts, reject: () => {} });
+    this.inflight.set(id, { parts, onDone });
     const w = this.workers[this.rr++ % this.workers.length]!;
     const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
     w.postMessage({ id, buf: ab, n }, [ab]);
@@ -88,21 +96,24 @@ export class Verifier {
     if (!f) return;
     this.inflight.delete(m.id);
     let i = 0;
+    const verdicts: boolean[][] = [];
     for (const p of f.parts) {
       const v: boolean[] = [];
       for (const it of p.items) {
         const ok = m.out[i++] === 1 && it.pub.length === 32 && it.sig.length === 64 && it.msg.length < 65536;
         v.push(ok);
       }
-      p.resolve(v);
+      verdicts.push(v);
     }
+    f.onDone(() => f.parts.forEach((p, j) => p.resolve(verdicts[j]!)));
   }
 
   private failAll(_e: Error): void {
     // A crashed worker: verify what was in flight inline so no caller hangs.
     for (const [id, f] of this.inflight) {
       this.inflight.delete(id);
-      for (const p of f.parts) p.resolve(p.items.map((x) => verify(x.msg, x.sig, x.pub)));
+      const v = f.parts.map((p) => p.items.map((x) => verify(x.msg, x.sig, x.pub)));
+      f.onDone(() => f.parts.forEach((p, j) => p.resolve(v[j]!)));
     }
     for (const w of this.workers) void w.terminate();
     this.workers = [];

@@ -235,3 +235,44 @@ test('worker-thread verification gives the same verdicts', async (t) => {
   assert.equal((await ledger.account(bob.publicKey)).balance, 500n * BTT + 200n);
   assert.ok(ledger.stats.batches < 200, `group commit batched: ${ledger.stats.batches} batches`);
 });
+
+test('reads only show durable state; a storage failure poisons the ledger', async (t) => {
+  const { join } = await import('node:path');
+  const { tempDir, seededKeys } = await import('./helpers.js');
+  const { Ledger } = await import('../src/ledger.js');
+  const inner = new SqliteStorage(join(tempDir(t), 'g.db'), { threaded: false });
+  let gate: (() => void) | null = null;
+  let failNext = false;
+  const storage = {
+    kind: 'sqlite' as const,
+    init: () => inner.init(),
+    scan: (f: Parameters<typeof inner.scan>[0]) => inner.scan(f),
+    history: (a: Buffer, l: number, b?: number) => inner.history(a, l, b),
+    count: () => inner.count(),
+    close: () => inner.close(),
+    async append(rows: Parameters<typeof inner.append>[0]) {
+      if (failNext) throw new Error('disk on fire');
+      if (gate === null && rows[0]!.seq > 0) await new Promise<void>((r) => (gate = r));
+      return inner.append(rows);
+    },
+  };
+  const alice = seededKeys('alice');
+  const bob = seededKeys('bob');
+  const l = await Ledger.open({ storage, ledgerKeys: seededKeys('ledger'), genesis: { allocations: [{ account: alice.publicKey, amount: 100n }] }, expiryIntervalMs: 0, verifyThreads: 0 });
+  t.after(() => l.close());
+  let acked = false;
+  const p = l.transfer({ fromKeys: alice, to: bob.publicKey, amount: 10n }).then(() => (acked = true));
+  while (gate === null) await new Promise((r) => setImmediate(r));
+  let read: bigint | undefined;
+  const q = l.account(bob.publicKey).then((a) => (read = a.balance));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(acked, false);
+  assert.equal(read, undefined, 'read must wait for durability');
+  (gate as unknown as () => void)();
+  await p;
+  await q;
+  assert.equal(read, 10n);
+  failNext = true;
+  await rejects(l.transfer({ fromKeys: alice, to: bob.publicKey, amount: 1n }), 'unavailable');
+  await rejects(l.transfer({ fromKeys: alice, to: bob.publicKey, amount: 1n }), 'unavailable');
+});

@@ -56,6 +56,11 @@ export interface SpeedAgentOptions {
   /** Persist accepted payment states (called before the ACK is sent). */
   persist?: (channels: PersistedChannel[]) => void;
   rng?: () => number;
+  /**
+   * Interim until core has an upload gate: wrap `wire.piece` on our wires so paid blocks beyond the exposure limit
+   * are rejected (BEP 6 reject; the requester asks again later) and sent blocks are charged. Default false.
+   */
+  interceptUploads?: boolean;
 }
 
 interface AgentPeer {
@@ -69,6 +74,9 @@ interface AgentPeer {
   pendingPayments: PaymentMessage[];
   price: bigint; // clearing price we charge it
 }
+
+/** Blocks held back per requester while it is at its unpaid-piece limit (interceptUploads). */
+const MAX_HELD_BLOCKS = 256;
 
 function defaultPeerId(wire: PeerWire): string {
   const h = wire.remoteAddress ?? '?';
@@ -84,6 +92,9 @@ export class SpeedAgent extends EventEmitter {
   private closing = new Set<string>();
   private readonly o: SpeedAgentOptions;
   private auction?: AuctionChoker;
+  private readonly flushers = new Map<PeerWire, () => void>();
+  /** Payments made to peers that have since disconnected. */
+  private paidGone = 0n;
 
   constructor(o: SpeedAgentOptions) {
     super();
@@ -104,6 +115,36 @@ export class SpeedAgent extends EventEmitter {
     const base = speedWire({ ledgerId: this.o.ledgerId, publicKey: this.o.keys.publicKey, secretKey: this.o.keys.secretKey, reservePrice: () => this.o.reservePrice ?? 0n });
     return (wire: PeerWire) => {
       const ext = base(wire);
+      if (this.o.interceptUploads) {
+        const send = wire.piece.bind(wire);
+        const held: { index: number; begin: number; block: Buffer }[] = [];
+        const flush = () => {
+          const id = (this.o.peerIdOf ?? defaultPeerId)(wire);
+          while (held.length > 0 && !wire.destroyed && !wire.amChoking && this.mayUpload(id, held[0].index)) {
+            const h = held.shift()!;
+            send(h.index, h.begin, h.block);
+            this.onBlockUploaded(id, h.index, h.block.length);
+          }
+          if (wire.amChoking) held.length = 0; // a choke discards pending requests (BEP 3)
+        };
+        (wire as { piece: PeerWire['piece'] }).piece = (index: number, begin: number, block: Buffer) => {
+          const id = (this.o.peerIdOf ?? defaultPeerId)(wire);
+          if (held.length === 0 && this.mayUpload(id, index)) {
+            send(index, begin, block);
+            this.onBlockUploaded(id, index, block.length);
+            return;
+          }
+          // Over the exposure limit: hold the block until the requester pays (bounded), else reject it.
+          if (held.length < MAX_HELD_BLOCKS) held.push({ index, begin, block });
+          else if (wire.supportsFast) wire.reject(index, begin, block.length);
+        };
+        wire.on('cancel', (index: number, begin: number) => {
+          const i = held.findIndex((h) => h.index === index && h.begin === begin);
+          if (i >= 0) held.splice(i, 1);
+        });
+        this.flushers.set(wire, flush);
+        wire.once('close', () => this.flushers.delete(wire));
+      }
       wire.on('speed-ready', (pk: Buffer) => this.onReady(wire, ext, pk));
       wire.on('speed-legacy', (reason: string) => this.emit('legacy', (this.o.peerIdOf ?? defaultPeerId)(wire), reason));
       wire.on('speed-message', (m: SpeedMessage) => {
@@ -120,6 +161,7 @@ export class SpeedAgent extends EventEmitter {
         const p = this.byWire(wire);
         if (!p) return;
         if (p.providerKey) this.provider.disconnect(p.providerKey, this.o.now());
+        this.paidGone += p.req?.paid ?? 0n;
         this.peers.delete(p.id);
       });
       return ext;
@@ -232,6 +274,7 @@ export class SpeedAgent extends EventEmitter {
     }
     const queued = p.pendingPayments.splice(0);
     for (const m of queued) this.onPayment(p, m);
+    this.flushers.get(p.wire)?.();
   }
 
   private onPayment(p: AgentPeer, m: PaymentMessage): void {
@@ -249,6 +292,7 @@ export class SpeedAgent extends EventEmitter {
       this.emit('earned', p.id, r.delta);
     }
     p.ext.send(r.ack);
+    this.flushers.get(p.wire)?.();
   }
 
   // ------------------------------------------------------------ requester side
@@ -363,6 +407,7 @@ export class SpeedAgent extends EventEmitter {
       this.emit('bid', u.price, u.reason);
     }
     await Promise.all(this.provider.tick(now).map((a) => this.apply(a)));
+    for (const f of this.flushers.values()) f();
   }
 
   private async apply(a: ProviderAction): Promise<void> {
@@ -398,6 +443,18 @@ export class SpeedAgent extends EventEmitter {
   /** Close every channel we hold a payment on (transfer finished / shutting down). */
   async shutdown(): Promise<void> {
     await Promise.all(this.provider.closeAll().map((a) => this.apply(a)));
+  }
+
+  /** Total this agent has signed over to providers (as a requester), across peers and channels. */
+  totalPaid(): bigint {
+    let s = 0n;
+    for (const p of this.peers.values()) s += p.req?.paid ?? 0n;
+    return s + this.paidGone;
+  }
+  /** True while a channel open is in flight. */
+  busy(): boolean {
+    for (const p of this.peers.values()) if (p.opening) return true;
+    return false;
   }
 
   /** Speed peers by choker id (UI / tests). */

@@ -171,6 +171,11 @@ export class ProviderPayments {
     return key;
   }
 
+  /** The account key of a wallet public key (no side effects). */
+  keyOf(pk: Buffer): string {
+    return hex(pk);
+  }
+
   disconnect(key: string, now: number): void {
     const a = this.accounts.get(key);
     if (!a) return;
@@ -468,6 +473,13 @@ export class ProviderPayments {
     const a = this.accounts.get(key);
     if (!a) return undefined;
     return { price: a.price, unpaidPieces: a.unpaid.length, owed: this.owed(a), strikes: a.strikes, suspended: a.suspended, earned: a.earned, paidPieces: a.paidPieces, channel: a.current };
+  }
+
+  /** Total accepted from every requester (base units). */
+  totalEarned(): bigint {
+    let s = 0n;
+    for (const a of this.accounts.values()) s += a.earned;
+    return s;
   }
 
   /** Best state held per channel (tests, UI). */

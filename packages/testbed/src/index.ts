@@ -8,3 +8,5 @@ export * from './transmission.js';
 export * from './aria2.js';
 export * from './bdecode.js';
 export * from './bitorrent.js';
+export * from './probe.js';
+export * from './hostile.js';

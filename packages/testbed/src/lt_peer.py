@@ -136,6 +136,12 @@ def main():
     params.flags = flags
     t_added = time.monotonic()
     h = ses.add_torrent(params)
+    # Session-wide limits do not apply to peers on the local network (libtorrent's local
+    # peer class); per-torrent limits apply to every peer, loopback included.
+    if int(cfg.get("upload_rate_limit", 0)) > 0:
+        h.set_upload_limit(int(cfg["upload_rate_limit"]))
+    if int(cfg.get("download_rate_limit", 0)) > 0:
+        h.set_download_limit(int(cfg["download_rate_limit"]))
     emit("added", info_hash=str(h.info_hash()), t=time.time())
     for phost, pport in cfg.get("peers", []):
         h.connect_peer((phost, int(pport)))

@@ -7,6 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireTool, tempDir, freePort, waitFor } from './util.js';
 import { startProcess, withOutput, type ManagedProcess } from './process.js';
+import { waitAcceptsPeers } from './probe.js';
 
 export interface QbittorrentOptions {
   host?: string;
@@ -14,6 +15,8 @@ export interface QbittorrentOptions {
   webPort?: number;
   /** Keep PeX on (default off). */
   pex?: boolean;
+  /** Extra `Key=value` lines per qBittorrent.conf section, e.g. { BitTorrent: ['Session\\Foo=1'] }. */
+  config?: Record<string, string[]>;
 }
 
 export interface QbtTorrentInfo {
@@ -48,6 +51,8 @@ export interface Qbittorrent {
   info(infoHash: string): Promise<QbtTorrentInfo | undefined>;
   /** Waits until progress == 1 (downloaded and verified) — also true for a seed that finished checking. */
   waitComplete(infoHash: string, timeoutMs?: number): Promise<QbtTorrentInfo>;
+  /** waitComplete, then until its peer port answers handshakes for the torrent (ready to seed). */
+  waitSeeding(infoHash: string, timeoutMs?: number): Promise<QbtTorrentInfo>;
   stop(): Promise<void>;
 }
 
@@ -60,7 +65,7 @@ export async function startQbittorrent(opts: QbittorrentOptions = {}): Promise<Q
   const profile = await tempDir('qbittorrent-');
   const confDir = join(profile.path, 'qBittorrent', 'config');
   await mkdir(confDir, { recursive: true });
-  const conf = [
+  const conf: string[] = [
     '[LegalNotice]',
     'Accepted=true',
     '',
@@ -69,8 +74,6 @@ export async function startQbittorrent(opts: QbittorrentOptions = {}): Promise<Q
     'Session\\LSDEnabled=false',
     `Session\\PeXEnabled=${opts.pex ? 'true' : 'false'}`,
     `Session\\Port=${peerPort}`,
-    'Session\\Interface=lo',
-    'Session\\InterfaceName=lo',
     `Session\\InterfaceAddress=${host}`,
     'Session\\BTProtocol=TCP',
     'Session\\Encryption=2',
@@ -97,8 +100,14 @@ export async function startQbittorrent(opts: QbittorrentOptions = {}): Promise<Q
     'General\\PreventFromSuspendWhenDownloading=false',
     'Advanced\\AnonymousMode=false',
     '',
-  ].join('\n');
-  await writeFile(join(confDir, 'qBittorrent.conf'), conf);
+  ];
+  for (const [section, lines] of Object.entries(opts.config ?? {})) {
+    const at = conf.indexOf(`[${section}]`);
+    if (at >= 0) conf.splice(at + 1, 0, ...lines);
+    else conf.push(`[${section}]`, ...lines, '');
+  }
+  const confText = conf.join('\n');
+  await writeFile(join(confDir, 'qBittorrent.conf'), confText);
   const proc = startProcess(bin, [`--profile=${profile.path}`, `--webui-port=${webPort}`, `--torrenting-port=${peerPort}`], {
     name: 'qbittorrent-nox',
     env: { ...process.env, HOME: profile.path, XDG_CONFIG_HOME: profile.path, XDG_DATA_HOME: profile.path, XDG_CACHE_HOME: profile.path },
@@ -162,6 +171,13 @@ export async function startQbittorrent(opts: QbittorrentOptions = {}): Promise<Q
         },
         { timeoutMs, intervalMs: 100, what: `qBittorrent to complete ${infoHash}` },
       );
+    },
+    async waitSeeding(infoHash, timeoutMs = 60_000) {
+      const i = await qb.waitComplete(infoHash, timeoutMs);
+      // Right after its check, qBittorrent still resets incoming connections for a moment:
+      // wait until it really answers a handshake for this torrent.
+      await waitAcceptsPeers(host, peerPort, infoHash, timeoutMs);
+      return i;
     },
     stop: () => proc.stop(5000),
   };

@@ -137,7 +137,7 @@ test('bitorrent downloads from qBittorrent (direct peer)', async (t) => {
   const f = await fixture('bt-from-qbt');
   const qb = await startQbittorrent();
   await qb.addTorrent(f.tor.bytes, f.seedDir);
-  await qb.waitComplete(f.tor.infoHash, 30_000);
+  await qb.waitSeeding(f.tor.infoHash, 30_000);
   await bitorrentDownload(f, [{ host: '127.0.0.1', port: qb.peerPort }]);
   await assertSame(f);
 });

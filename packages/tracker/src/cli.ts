@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { startTracker, type TrackerServerOptions } from './server.js';
 import { hexToInfoHash } from './tracker.js';
+import { isClusterWorker, runClusterPrimary, runClusterWorker } from './cluster.js';
 
 const HELP = `usage: bitorrent tracker serve [options]
 
@@ -24,7 +25,8 @@ Run a BitTorrent tracker: HTTP announce/scrape (BEP 3, 23, 7, 48) and UDP (BEP 1
   --max-peers N          global stored-peer cap (default 10000000)
   --max-peers-per-swarm N  (default 100000)
   --trust-proxy          take the client address from X-Forwarded-For (behind your own proxy only)
-  --workers N            accepted for compatibility; the tracker runs one event loop (see docs)
+  --workers N            processes (node:cluster) sharing the ports, each with a replica of the swarms
+                         kept in sync every 10 ms (default 1)
   -h, --help             this help
 
 Endpoints: /announce, /scrape, /<passkey>/announce, /<passkey>/scrape, /stats (HTML; ?format=json), /metrics (Prometheus).
@@ -57,7 +59,7 @@ function portOpt(v: string | undefined, name: string): number | null {
 }
 
 /** Parse `serve` options into server options (exported for tests). */
-export function parseServeArgs(argv: string[]): TrackerServerOptions {
+export function parseServeArgs(argv: string[]): TrackerServerOptions & { workers: number } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -81,7 +83,8 @@ export function parseServeArgs(argv: string[]): TrackerServerOptions {
     strict: true,
     allowPositionals: false,
   });
-  const opts: TrackerServerOptions = {
+  const opts: TrackerServerOptions & { workers: number } = {
+    workers: intOpt(values.workers, 'workers', 1, 1, 64),
     host: values.host ?? '0.0.0.0',
     httpPort: portOpt(values['http-port'], 'http-port'),
     udpPort: portOpt(values['udp-port'], 'udp-port'),
@@ -95,7 +98,6 @@ export function parseServeArgs(argv: string[]): TrackerServerOptions {
       maxPeersPerSwarm: intOpt(values['max-peers-per-swarm'], 'max-peers-per-swarm', 100_000, 1, 1e9),
     },
   };
-  intOpt(values.workers, 'workers', 1, 1, 64);
   const rl = intOpt(values['rate-limit'], 'rate-limit', 0, 0, 1e9);
   opts.rateLimit = rl > 0 ? { perSecond: rl, burst: rl * 4 } : null;
   if (opts.httpPort === null && opts.udpPort === null) throw new Error('both HTTP and UDP are off: nothing to serve');
@@ -126,7 +128,7 @@ export async function runTrackerCli(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  let opts: TrackerServerOptions;
+  let opts: TrackerServerOptions & { workers: number };
   try {
     opts = parseServeArgs(rest);
   } catch (e) {
@@ -135,6 +137,21 @@ export async function runTrackerCli(argv: string[]): Promise<number> {
   }
   const log = (m: string): void => void process.stderr.write(`[tracker] ${new Date().toISOString()} ${m}\n`);
   opts.log = log;
+  if (isClusterWorker()) {
+    try {
+      return await runClusterWorker(opts, log);
+    } catch (e) {
+      log(`worker failed: ${(e as Error).message}`);
+      return 1;
+    }
+  }
+  if (opts.workers > 1) {
+    return runClusterPrimary(opts.workers, log, (http, udp) => {
+      const where = opts.host?.includes(':') ? `[${opts.host}]` : opts.host;
+      log(`${opts.workers} workers; HTTP ${opts.httpPort === null ? 'off' : `http://${where}:${http}/announce`}; UDP ${opts.udpPort === null ? 'off' : `udp://${where}:${udp}/announce`}`);
+      process.stdout.write(JSON.stringify({ event: 'listening', http_port: opts.httpPort === null ? null : http, udp_port: opts.udpPort === null ? null : udp, workers: opts.workers }) + '\n');
+    });
+  }
   let server;
   try {
     server = await startTracker(opts);

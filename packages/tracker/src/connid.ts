@@ -6,7 +6,7 @@
  * port (as opentracker does): libtorrent shares one id cache across sessions and sockets of a process, and the
  * port adds no protection against spoofing that the IP does not already give.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 
 function rotl(x: number, b: number): number {
   return (x << b) | (x >>> (32 - b));
@@ -70,6 +70,11 @@ export interface ConnectionIdOptions {
   now?: () => number;
   /** Source of key material (default crypto.randomBytes). */
   randomBytes?: (n: number) => Buffer;
+  /**
+   * Shared master secret: keys are then derived per rotation epoch as HMAC-SHA256(secret, epoch), so several
+   * processes (cluster workers) issue and accept the same ids without talking to each other.
+   */
+  secret?: Buffer;
 }
 
 export class ConnectionIds {
@@ -86,21 +91,24 @@ export class ConnectionIds {
     this.rotateMs = opts.rotateMs ?? 120_000;
     this.now = opts.now ?? Date.now;
     this.rand = opts.randomBytes ?? randomBytes;
+    this.secret = opts.secret ?? null;
     this.epoch = Math.floor(this.now() / this.rotateMs);
-    this.cur = this.newKey();
-    this.prev = this.newKey();
+    this.cur = this.newKey(this.epoch);
+    this.prev = this.newKey(this.epoch - 1);
   }
 
-  private newKey(): [number, number] {
-    const b = this.rand(8);
+  private readonly secret: Buffer | null;
+
+  private newKey(epoch: number): [number, number] {
+    const b = this.secret !== null ? createHmac('sha256', this.secret).update(`bitorrent-udp-connid:${epoch}`).digest() : this.rand(8);
     return [b.readInt32LE(0), b.readInt32LE(4)];
   }
 
   private maybeRotate(): void {
     const e = Math.floor(this.now() / this.rotateMs);
     if (e === this.epoch) return;
-    this.prev = e === this.epoch + 1 ? this.cur : this.newKey();
-    this.cur = this.newKey();
+    this.prev = e === this.epoch + 1 ? this.cur : this.newKey(e - 1);
+    this.cur = this.newKey(e);
     this.epoch = e;
   }
 

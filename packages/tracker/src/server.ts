@@ -17,6 +17,8 @@ export interface TrackerServerOptions extends TrackerOptions {
   udpPort?: number | null;
   /** Snapshot file for swarm state; loaded at start, saved every saveIntervalMs and on close. */
   statePath?: string | null;
+  /** Load the state file but never write it (all cluster workers but one). */
+  stateReadOnly?: boolean;
   saveIntervalMs?: number;
   /** How often expired peers are swept (default 60 s). */
   sweepIntervalMs?: number;
@@ -76,7 +78,14 @@ export class TrackerServer {
       this.httpPort = (srv.address() as { port: number }).port;
     }
     if (udpPort !== null) {
-      const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+      const sock = createSocket({
+        type: host.includes(':') ? 'udp6' : 'udp4',
+        recvBufferSize: 4 << 20,
+        sendBufferSize: 4 << 20,
+        // Replies go to the literal source address: skip dns.lookup and its extra tick per packet.
+        lookup: (address: string, _o: unknown, cb: (err: Error | null, address: string, family: number) => void) =>
+          cb(null, address, address.includes(':') ? 6 : 4),
+      } as Parameters<typeof createSocket>[0]);
       await new Promise<void>((resolve, reject) => {
         sock.once('error', reject);
         sock.bind(udpPort, host, () => {
@@ -105,7 +114,7 @@ export class TrackerServer {
     }, sweepMs);
     sweep.unref();
     this.timers.push(sweep);
-    if (o.statePath) {
+    if (o.statePath && !o.stateReadOnly) {
       const save = setInterval(() => void this.saveState().catch((e) => this.log(`state save failed: ${(e as Error).message}`)), o.saveIntervalMs ?? 300_000);
       save.unref();
       this.timers.push(save);
@@ -115,7 +124,7 @@ export class TrackerServer {
   /** Save a snapshot now (no-op without statePath). Saves never overlap. */
   saveState(): Promise<void> {
     const path = this.opts.statePath;
-    if (!path) return Promise.resolve();
+    if (!path || this.opts.stateReadOnly) return Promise.resolve();
     const p = this.saving.then(() => saveState(this.tracker.store, path, Math.floor(Date.now() / 1000))).then((bytes) => {
       this.log(`saved state (${bytes} bytes) to ${path}`);
     });

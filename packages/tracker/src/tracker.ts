@@ -27,6 +27,13 @@ export interface TrackerOptions {
   now?: () => number;
   random?: () => number;
   randomBytes?: (n: number) => Buffer;
+  /** Shared secret for UDP connection ids (cluster workers must share it); default: random keys. */
+  connIdSecret?: Buffer;
+  /**
+   * Called after every stored announce with the raw announce facts (for replication to other workers).
+   * `addr` is only valid during the call.
+   */
+  onAnnounce?: (ih: string, v6: boolean, addr: Buffer, event: AnnounceEvent, seeder: boolean) => void;
 }
 
 export interface HttpResult {
@@ -181,7 +188,9 @@ export class Tracker {
   private readonly pidBuf = Buffer.alloc(20);
   private readonly addrBuf = Buffer.alloc(18);
   private readonly out: Buffer;
-  private readonly scrapeBuf: Buffer[] = [];
+  private readonly onAnnounce: NonNullable<TrackerOptions['onAnnounce']> | null;
+  /** Request counters summed over all cluster workers, when running clustered (set by the cluster layer). */
+  clusterStats: TrackerStats | null = null;
 
   constructor(opts: TrackerOptions = {}) {
     this.interval = opts.interval ?? 1800;
@@ -193,7 +202,8 @@ export class Tracker {
     this.store = new SwarmStore({ peerTtl: this.interval * 2, now: this.now, random: opts.random, ...opts.store });
     this.allow = opts.allow ?? null;
     this.passkeys = opts.passkeys ?? null;
-    this.connIds = new ConnectionIds({ now: this.now, randomBytes: opts.randomBytes });
+    this.connIds = new ConnectionIds({ now: this.now, randomBytes: opts.randomBytes, secret: opts.connIdSecret });
+    this.onAnnounce = opts.onAnnounce ?? null;
     const rl = opts.rateLimit;
     this.limiter = rl && rl.perSecond > 0 ? new RateLimiter(rl.perSecond, rl.burst, this.now) : null;
     this.startedAt = this.now();
@@ -289,6 +299,7 @@ export class Tracker {
     if (alen === 0) return this.fail('cannot determine your address');
     this.stats.httpAnnounces++;
     const r = this.store.announce(ih, alen === 18, this.addrBuf, 0, event, seeder, numwant, true);
+    if (this.onAnnounce !== null) this.onAnnounce(ih, alen === 18, this.addrBuf, event, seeder);
     const out = this.out;
     let head = `d8:completei${r.complete}e10:downloadedi${r.downloaded}e10:incompletei${r.incomplete}e8:intervali${this.interval}e12:min intervali${this.minInterval}e5:peers`;
     if (compact === 1) {
@@ -402,6 +413,7 @@ export class Tracker {
       const numwant = nw < 0 ? this.defaultNumwant : nw;
       this.stats.udpAnnounces++;
       const r = this.store.announce(ih, alen === 18, this.addrBuf, 0, event, seeder, numwant, false);
+      if (this.onAnnounce !== null) this.onAnnounce(ih, alen === 18, this.addrBuf, event, seeder);
       out.writeUInt32BE(1, 0);
       out[4] = msg[12]; out[5] = msg[13]; out[6] = msg[14]; out[7] = msg[15];
       out.writeUInt32BE(this.interval, 8);
@@ -457,6 +469,7 @@ export class Tracker {
     let seeders = 0;
     for (const sw of st.swarms.values()) seeders += sw.seeders;
     const mem = process.memoryUsage();
+    const c = this.clusterStats ?? this.stats;
     return {
       uptime_seconds: Math.floor((this.now() - this.startedAt) / 1000),
       torrents: st.swarms.size,
@@ -466,15 +479,15 @@ export class Tracker {
       peer_storage_bytes: st.storageBytes(),
       evicted_swarms: st.evictedSwarms,
       rejected_peers: st.rejectedPeers,
-      http_announces: this.stats.httpAnnounces,
-      http_scrapes: this.stats.httpScrapes,
-      http_failures: this.stats.httpFailures,
-      udp_connects: this.stats.udpConnects,
-      udp_announces: this.stats.udpAnnounces,
-      udp_scrapes: this.stats.udpScrapes,
-      udp_errors: this.stats.udpErrors,
-      udp_dropped: this.stats.udpDropped,
-      rate_limited: this.stats.rateLimited,
+      http_announces: c.httpAnnounces,
+      http_scrapes: c.httpScrapes,
+      http_failures: c.httpFailures,
+      udp_connects: c.udpConnects,
+      udp_announces: c.udpAnnounces,
+      udp_scrapes: c.udpScrapes,
+      udp_errors: c.udpErrors,
+      udp_dropped: c.udpDropped,
+      rate_limited: c.rateLimited,
       heap_used_bytes: mem.heapUsed,
       rss_bytes: mem.rss,
     };

@@ -83,7 +83,7 @@ test('HTTP server: keep-alive pipelining, peers exchanged, malformed input answe
   const fail = await raw(p, `GET /announce?info_hash=zz HTTP/1.1\r\nConnection: close\r\n\r\n`, () => false);
   assert.match(fail, /failure reason/);
   // Still alive and counting.
-  const stats = await fetch(`http://127.0.0.1:${p}/stats.json`).then((r) => r.json());
+  const stats = (await fetch(`http://127.0.0.1:${p}/stats.json`).then((r) => r.json())) as { peers: number };
   assert.equal(stats.peers, 4);
   const metrics = await fetch(`http://127.0.0.1:${p}/metrics`).then((r) => r.text());
   assert.match(metrics, /bitorrent_tracker_peers 4/);
@@ -201,7 +201,87 @@ test('CLI: private mode over HTTP, state saved on SIGTERM and restored on restar
   assert.equal(await a.kill(), 0);
   assert.ok(existsSync(state));
   const b = await start();
-  const r = await fetch(`http://127.0.0.1:${b.port}/stats?format=json`).then((x) => x.json());
+  const r = (await fetch(`http://127.0.0.1:${b.port}/stats?format=json`).then((x) => x.json())) as { peers: number };
   assert.equal(r.peers, 2);
   assert.equal(await b.kill(), 0);
+});
+
+test('CLI --workers 2: shared UDP connection ids, announces replicated across workers, clean SIGTERM', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bt-tracker-cluster-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const state = join(dir, 'state.bin');
+  const bin = fileURLToPath(new URL('../../cli/bin/bitorrent.js', import.meta.url));
+  const c = spawn(process.execPath, [bin, 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--workers', '2', '--state', state], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (c.exitCode === null) c.kill('SIGKILL');
+  });
+  let buf = '';
+  const ports = await new Promise<{ http_port: number; udp_port: number; workers: number }>((resolve, reject) => {
+    c.stdout!.on('data', (d) => {
+      buf += d;
+      const line = buf.split('\n').find((l) => l.includes('"listening"'));
+      if (line) resolve(JSON.parse(line));
+    });
+    c.once('exit', (code) => reject(new Error(`tracker exited ${code}`)));
+  });
+  assert.equal(ports.workers, 2);
+  // UDP: one connect, then 40 announces from the same source; whichever worker gets each, the id verifies.
+  const sock = createSocket('udp4');
+  t.after(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  const replies: Buffer[] = [];
+  let want = 0;
+  let wake: (() => void) | null = null;
+  sock.on('message', (m) => {
+    replies.push(m);
+    if (replies.length >= want && wake) wake();
+  });
+  const waitFor = (n: number): Promise<void> =>
+    new Promise((r) => {
+      want = n;
+      if (replies.length >= n) r();
+      else wake = r;
+    });
+  const cn = Buffer.alloc(16);
+  cn.writeUInt32BE(0x417, 0);
+  cn.writeUInt32BE(0x27101980, 4);
+  cn.writeUInt32BE(1, 12);
+  sock.send(cn, ports.udp_port, '127.0.0.1');
+  await waitFor(1);
+  const conn = replies[0].subarray(8, 16);
+  for (let i = 0; i < 40; i++) {
+    const a = Buffer.alloc(98);
+    conn.copy(a, 0);
+    a.writeUInt32BE(1, 8);
+    a.writeUInt32BE(100 + i, 12);
+    IH.copy(a, 16);
+    a.writeBigUInt64BE(0n, 64); // seeder
+    a.writeInt32BE(0, 92);
+    a.writeUInt16BE(5000 + i, 96);
+    sock.send(a, ports.udp_port, '127.0.0.1');
+  }
+  await waitFor(41);
+  assert.deepEqual(
+    replies.slice(1).map((r) => r.readUInt32BE(0)),
+    new Array(40).fill(1),
+    'every announce accepted by whichever worker received it',
+  );
+  // HTTP leecher on fresh connections (spread over workers): every worker eventually lists all 40 UDP seeders.
+  const deadline = Date.now() + 10_000;
+  let seen = 0;
+  let okInRow = 0;
+  while (okInRow < 4 && Date.now() < deadline) {
+    const r = await fetch(`http://127.0.0.1:${ports.http_port}${announce(6000)}&numwant=200`, { headers: { connection: 'close' } });
+    const d = asDict(decode(Buffer.from(await r.arrayBuffer())), 'r');
+    seen = asBytes(d.peers, 'peers').length / 6;
+    okInRow = seen === 40 ? okInRow + 1 : 0;
+    if (okInRow === 0) await new Promise((r) => setImmediate(r));
+  }
+  assert.equal(seen, 40);
+  c.kill('SIGTERM');
+  const [code] = await once(c, 'exit');
+  assert.equal(code, 0);
+  assert.ok(existsSync(state), 'worker 0 saved the state on SIGTERM');
 });

@@ -44,7 +44,7 @@ export interface AnnouncerOptions {
   numwant?: number;
   /** Announce key (default random). */
   key?: number;
-  /** Deadline of one announce to one tracker (default 30 s). */
+  /** Deadline of one announce to one tracker (default 20 s: one 15 s UDP attempt plus a retransmit window). */
   requestTimeoutMs?: number;
   /** Deadline of the `stopped` announce (default 5 s). */
   stopTimeoutMs?: number;
@@ -266,7 +266,7 @@ export class Announcer extends EventEmitter {
           const event: AnnounceEvent | undefined = !s.startedSent ? 'started' : this.completedPending ? 'completed' : undefined;
           let res: AnnounceResponse;
           try {
-            res = await this.send(url, this.params(url, event, this.opts.numwant ?? 50), this.opts.requestTimeoutMs ?? 30000, ac.signal);
+            res = await this.send(url, this.params(url, event, this.opts.numwant ?? 50), this.opts.requestTimeoutMs ?? 20000, ac.signal);
           } catch (e) {
             if (this.stopped) return;
             const err = e instanceof TrackerError ? e : new TrackerError((e as Error).message, url);
@@ -345,7 +345,7 @@ export class Announcer extends EventEmitter {
       const scheme = url.slice(0, url.indexOf(':')).toLowerCase();
       try {
         let r: ScrapeResult[];
-        const o = { timeoutMs: opts.timeoutMs ?? this.opts.requestTimeoutMs ?? 30000, signal: opts.signal };
+        const o = { timeoutMs: opts.timeoutMs ?? this.opts.requestTimeoutMs ?? 20000, signal: opts.signal };
         if (scheme === 'http' || scheme === 'https') r = await httpScrape(url, [this.opts.infoHash], o);
         else if (scheme === 'udp') r = await this.udpClient().scrape(url, [this.opts.infoHash], o);
         else continue;

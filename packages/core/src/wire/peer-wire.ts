@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { decode, encode, isDict, type BencodeDict, type EncodableValue } from '../bencode.js';
+import type { Clock, Timer } from '../clock.js';
 import { compactAddress, type WireExtension, type WireExtensionFactory } from './extensions.js';
 import {
   MessageParser,
@@ -59,8 +60,10 @@ export interface PeerWireOptions {
   clientName?: string;
   /** Request queue depth advertised as `reqq` (default 250). */
   reqq?: number;
-  /** Clock in ms (default Date.now); the timer only polls it. */
+  /** Clock in ms (default Date.now, or clock.now); the keep-alive/idle timer only polls it. */
   now?: () => number;
+  /** Injected clock (core/clock.ts) for the keep-alive/idle timer; default: real timers. */
+  clock?: Clock;
 }
 
 export interface PeerWireEvents {
@@ -105,8 +108,6 @@ export class PeerWire extends EventEmitter {
   /** The peer's id once its handshake arrived (same as remotePeerId; WebTorrent naming). */
   peerId: Buffer | undefined;
   readonly localCaps: PeerCaps;
-  readonly remoteAddress: string | undefined;
-  readonly remotePort: number | undefined;
 
   amChoking = true;
   amInterested = false;
@@ -141,7 +142,8 @@ export class PeerWire extends EventEmitter {
   readonly extensionsByName = new Map<string, WireExtension>();
   private lastRecvAt: number;
   private lastSentAt: number;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
+  private readonly clock: Clock | undefined;
   private corked = false;
   private parsing = false;
   private awaitingLocalHandshake = false;
@@ -171,11 +173,9 @@ export class PeerWire extends EventEmitter {
       maxBlockLength: opts.maxBlockLength,
       maxBitfieldLength: opts.maxBitfieldLength,
     });
-    this.now = opts.now ?? Date.now;
+    this.clock = opts.clock;
+    this.now = opts.now ?? (opts.clock ? () => opts.clock!.now() : Date.now);
     this.lastRecvAt = this.lastSentAt = this.now();
-    const s = socket as Duplex & { remoteAddress?: string; remotePort?: number };
-    this.remoteAddress = s.remoteAddress;
-    this.remotePort = s.remotePort;
 
     socket.on('data', this.onData);
     socket.on('drain', () => this.emit('drain'));
@@ -188,12 +188,21 @@ export class PeerWire extends EventEmitter {
     const periods = [keepAlive, idle].filter((x) => x > 0);
     if (periods.length > 0) {
       const tick = Math.max(5, Math.min(1000, Math.floor(Math.min(...periods) / 4)));
-      this.timer = setInterval(() => this.onTick(keepAlive, idle), tick);
-      this.timer.unref();
+      const fn = (): void => this.onTick(keepAlive, idle);
+      this.timer = this.clock ? this.clock.setInterval(fn, tick) : setInterval(fn, tick);
+      this.timer.unref?.();
     }
   }
 
   // ------------------------------------------------------------ state
+
+  /** The socket's remote address (undefined for non-socket Duplexes or before connect). */
+  get remoteAddress(): string | undefined {
+    return (this.socket as Duplex & { remoteAddress?: string }).remoteAddress;
+  }
+  get remotePort(): number | undefined {
+    return (this.socket as Duplex & { remotePort?: number }).remotePort;
+  }
 
   /** Both sides advertised BEP 6: requests we will not serve must be answered with reject(). */
   get supportsFast(): boolean {
@@ -375,7 +384,10 @@ export class PeerWire extends EventEmitter {
     if (this.destroyed) return;
     this.destroyed = true;
     this.closeError = err;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) {
+      if (this.clock) this.clock.clearInterval(this.timer);
+      else clearInterval(this.timer as NodeJS.Timeout);
+    }
     this.socket.removeListener('data', this.onData);
     this.socket.destroy();
     for (const e of this.extensions) {

@@ -43,6 +43,8 @@ export interface UtPexOptions {
   maxPerMessage?: number;
   /** Cap of contacts per field we accept from the peer (default 200). */
   maxPeersPerMessage?: number;
+  /** Ignore incoming PEX messages that arrive sooner than this after the last accepted one (default 10000; BEP 11 senders wait 60 s). */
+  minReceiveIntervalMs?: number;
 }
 
 export interface UtPexExtension extends WireExtension {
@@ -79,6 +81,7 @@ class UtPex implements UtPexExtension {
   /** What the peer has been told: key → address. */
   private readonly advertised = new Map<string, PexPeer>();
   private lastSentAt = -Infinity;
+  private lastReceivedAt = -Infinity;
   private cancelTimer: (() => void) | undefined;
 
   constructor(private readonly wire: PeerWire, private readonly opts: UtPexOptions) {
@@ -175,6 +178,9 @@ class UtPex implements UtPexExtension {
       return;
     }
     if (added.length === 0 && dropped.length === 0) return;
+    const t = this.now();
+    if (t - this.lastReceivedAt < (this.opts.minReceiveIntervalMs ?? 10_000)) return; // flooding peer
+    this.lastReceivedAt = t;
     this.wire.emit('pex-peers', { added, dropped } satisfies PexUpdate);
   }
 

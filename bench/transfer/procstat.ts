@@ -1,0 +1,51 @@
+/** Peak-RSS sampling from /proc/PID/status (Linux). */
+import { readFileSync } from 'node:fs';
+
+/** VmHWM (peak resident set) of a live process in bytes, or undefined if it is gone. */
+export function peakRss(pid: number): number | undefined {
+  try {
+    const m = /VmHWM:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** RssAnon (anonymous resident memory, excluding mapped file pages) in bytes. */
+export function anonRss(pid: number): number | undefined {
+  try {
+    const m = /RssAnon:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Samples VmHWM (kernel-tracked peak RSS, file-backed mmap pages included) every intervalMs,
+ * and RssAnon (sampled peak of anonymous memory: heap, buffers — what mmap-based disk I/O
+ * like libtorrent's does not inflate).
+ */
+export class RssSampler {
+  private max = 0;
+  /** Largest RssAnon seen, bytes. */
+  anonMax = 0;
+  private timer: NodeJS.Timeout;
+  constructor(private readonly pid: number, intervalMs = 200) {
+    this.timer = setInterval(() => this.sample(), intervalMs);
+    this.timer.unref();
+  }
+  sample(): number {
+    const v = peakRss(this.pid);
+    if (v !== undefined && v > this.max) this.max = v;
+    const a = anonRss(this.pid);
+    if (a !== undefined && a > this.anonMax) this.anonMax = a;
+    return this.max;
+  }
+  /** Takes a last sample and stops; returns the peak in bytes. */
+  stop(): number {
+    this.sample();
+    clearInterval(this.timer);
+    return this.max;
+  }
+}

@@ -1,0 +1,125 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { Session, createTorrent, formatMagnet, type Torrent } from '../src/index.js';
+
+/** Deterministic pseudo-random bytes (xorshift), so failures can be reproduced. */
+function bytes(n: number, seed: number): Buffer {
+  const out = Buffer.allocUnsafe(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+async function makePayload(root: string): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>([
+    ['payload/a.bin', bytes(700_000, 1)],
+    ['payload/sub/b.bin', bytes(123_457, 2)],
+    ['payload/sub/empty.txt', Buffer.alloc(0)],
+    ['payload/c.txt', bytes(40_000, 3)],
+  ]);
+  for (const [p, data] of files) {
+    await mkdir(join(root, p, '..'), { recursive: true });
+    await writeFile(join(root, p), data);
+  }
+  return files;
+}
+
+async function assertSameFiles(files: Map<string, Buffer>, dir: string, only?: Set<string>): Promise<void> {
+  for (const [p, data] of files) {
+    if (only && !only.has(p)) continue;
+    const got = await readFile(join(dir, p));
+    assert.equal(createHash('sha1').update(got).digest('hex'), createHash('sha1').update(data).digest('hex'), p);
+  }
+}
+
+function session(extra: Partial<ConstructorParameters<typeof Session>[0]> = {}): Session {
+  return new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1, ...extra });
+}
+
+test('two sessions: a multi-file torrent downloads byte for byte', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-sess-'));
+  const files = await makePayload(join(dir, 'seed'));
+  const { torrent } = await createTorrent({ path: join(dir, 'seed', 'payload'), pieceLength: 32768 });
+  const seeder = session();
+  const leecher = session();
+  t.after(async () => { await seeder.close(); await leecher.close(); await rm(dir, { recursive: true, force: true }); });
+  await seeder.listen();
+  await leecher.listen();
+  await seeder.add({ torrent, path: join(dir, 'seed') });
+  const lt = await leecher.add({ torrent, path: join(dir, 'leech'), peers: [{ host: '127.0.0.1', port: seeder.port }] });
+  await lt.done;
+  await assertSameFiles(files, join(dir, 'leech'));
+  const s = lt.stats();
+  assert.equal(s.progress, 1);
+  assert.equal(s.hashFailures, 0);
+  assert.ok(s.downloaded >= s.totalBytes, 'downloaded at least the payload');
+});
+
+test('a magnet link (metadata over BEP 9) downloads, and the seeder finds the leecher by incoming connection', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-sess-'));
+  const files = await makePayload(join(dir, 'seed'));
+  const { torrent, metainfo } = await createTorrent({ path: join(dir, 'seed', 'payload'), pieceLength: 16384 });
+  const seeder = session();
+  const leecher = session({ stateDir: join(dir, 'state') });
+  t.after(async () => { await seeder.close(); await leecher.close(); await rm(dir, { recursive: true, force: true }); });
+  await seeder.listen();
+  await leecher.listen();
+  await seeder.add({ torrent, path: join(dir, 'seed') });
+  const magnet = formatMagnet({ infoHash: metainfo.infoHash, name: 'payload', peers: [{ host: '127.0.0.1', port: seeder.port }] });
+  const lt = await leecher.add({ torrent: magnet, path: join(dir, 'leech') });
+  const gotMetadata = new Promise((r) => lt.once('metadata', r));
+  await lt.done;
+  await gotMetadata;
+  assert.equal(lt.metainfo!.infoHashHex, metainfo.infoHashHex);
+  await assertSameFiles(files, join(dir, 'leech'));
+  // The fetched metadata is kept so a restart does not need peers for it.
+  const cached = await readFile(join(dir, 'state', `${metainfo.infoHashHex}.torrent`));
+  assert.ok(cached.includes(metainfo.infoBuffer));
+});
+
+test('three peers: C learns about the seeder only through PEX from B', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-sess-'));
+  const files = await makePayload(join(dir, 'seed'));
+  const { torrent } = await createTorrent({ path: join(dir, 'seed', 'payload'), pieceLength: 16384 });
+  const a = session();
+  const b = session();
+  const c = session();
+  t.after(async () => { await a.close(); await b.close(); await c.close(); await rm(dir, { recursive: true, force: true }); });
+  await Promise.all([a.listen(), b.listen(), c.listen()]);
+  await a.add({ torrent, path: join(dir, 'seed') });
+  // B is capped so it is still around (and connected to A) when C arrives.
+  const bt = await b.add({ torrent, path: join(dir, 'b'), peers: [{ host: '127.0.0.1', port: a.port }], downloadRateLimit: 200_000 });
+  await new Promise<void>((r) => { const check = () => (bt.stats().peers > 0 ? r() : setTimeout(check, 20)); check(); });
+  const ct = await c.add({ torrent, path: join(dir, 'c'), peers: [{ host: '127.0.0.1', port: b.port }] });
+  const sources = new Set<string>();
+  const seederKey = `127.0.0.1:${a.port}`;
+  ct.on('peer', (p: { key: string }) => sources.add(p.key));
+  await ct.done;
+  assert.ok(sources.has(seederKey), `C connected to the seeder it learnt of through PEX (peers: ${[...sources].join(', ')})`);
+  await assertSameFiles(files, join(dir, 'c'));
+});
+
+test('file selection: only the chosen file is downloaded and verified', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-sess-'));
+  const files = await makePayload(join(dir, 'seed'));
+  const { torrent, metainfo } = await createTorrent({ path: join(dir, 'seed', 'payload'), pieceLength: 16384 });
+  const seeder = session();
+  const leecher = session();
+  t.after(async () => { await seeder.close(); await leecher.close(); await rm(dir, { recursive: true, force: true }); });
+  await seeder.listen();
+  await leecher.listen();
+  await seeder.add({ torrent, path: join(dir, 'seed') });
+  const want = metainfo.files.findIndex((f) => f.name.endsWith('c.txt'));
+  const prios = metainfo.files.map((_, i) => (i === want ? 1 : 0));
+  const lt = await leecher.add({ torrent, path: join(dir, 'leech'), filePriorities: prios, peers: [{ host: '127.0.0.1', port: seeder.port }] });
+  await lt.done;
+  await assertSameFiles(files, join(dir, 'leech'), new Set(['payload/c.txt']));
+  assert.ok(lt.stats().downloaded < 200_000, `downloaded ${lt.stats().downloaded} bytes for a 40 kB file`);
+});

@@ -1,0 +1,244 @@
+/**
+ * `bitorrent demo`: BitTorrent Speed end to end on loopback. An embedded ledger (SQLite in a temp dir) funds
+ * wallets through its faucet; one seeder with a limited upload rate runs the auction; some leechers bid
+ * (auto-bidder), some run Speed without bidding, some are plain legacy peers. Live progress, then a table of bytes,
+ * times and tokens per peer, and a check that ledger balances moved by exactly the payments made.
+ */
+import { parseArgs } from 'node:util';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Session, createTorrent, type Torrent } from '@bitorrent/core';
+import { Ledger, generateKeyPair, formatBtt, BTT, type KeyPair } from '@bitorrent/ledger';
+import { SpeedAgent } from './agent.js';
+
+const HELP = `usage: bitorrent demo [options]
+
+Runs a small BitTorrent Speed swarm on 127.0.0.1 with an embedded ledger in a temp dir.
+Nothing leaves this machine and no real tokens are involved: wallets are funded by the demo ledger's faucet.
+
+options:
+  --bidders N      leechers that bid with BTT (default 3)
+  --free N         leechers with Speed on but no bidding (default 2)
+  --legacy N       plain legacy leechers, no Speed at all (default 1)
+  --size MIB       payload size (default 8)
+  --rate KIB       seeder upload limit, KiB/s (default 1024)
+  --leecher-rate KIB  each leecher's upload limit, KiB/s (default 64; 0 = unlimited)
+  --slots N        seeder regular unchoke slots (default 2)
+  --timeout S      give up after S seconds (default 300)
+  --json           print the final report as JSON
+  -h, --help       this help
+`;
+
+interface DemoPeer {
+  name: string;
+  kind: 'bidder' | 'free' | 'legacy';
+  keys: KeyPair;
+  session: Session;
+  agent?: SpeedAgent;
+  torrent?: Torrent;
+  startBalance: bigint;
+  doneAt?: number;
+  dir: string;
+  /** Lets the agent read the torrent's progress once the torrent exists. */
+  holder: { t?: Torrent };
+}
+
+function fmtBytes(n: number): string {
+  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`;
+}
+
+export async function runDemoCli(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      bidders: { type: 'string', default: '3' },
+      free: { type: 'string', default: '2' },
+      legacy: { type: 'string', default: '1' },
+      size: { type: 'string', default: '8' },
+      rate: { type: 'string', default: '1024' },
+      'leecher-rate': { type: 'string', default: '64' },
+      slots: { type: 'string', default: '2' },
+      timeout: { type: 'string', default: '300' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const num = (s: string, what: string, min: number, max: number): number => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${what} must be an integer ${min}…${max}`);
+    return n;
+  };
+  const nB = num(values.bidders!, 'bidders', 0, 20);
+  const nF = num(values.free!, 'free', 0, 20);
+  const nL = num(values.legacy!, 'legacy', 0, 20);
+  const sizeMiB = num(values.size!, 'size', 1, 1024);
+  const rateKiB = num(values.rate!, 'rate', 16, 1 << 20);
+  const leechRateKiB = num(values['leecher-rate']!, 'leecher-rate', 0, 1 << 20);
+  const slots = num(values.slots!, 'slots', 1, 16);
+  const timeoutS = num(values.timeout!, 'timeout', 5, 86_400);
+  const log = (s: string) => {
+    if (!values.json) console.log(s);
+  };
+
+  const dir = mkdtempSync(join(tmpdir(), 'bitorrent-demo-'));
+  const sessions: Session[] = [];
+  let ledger: Ledger | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    log(`BitTorrent Speed demo — temp dir ${dir}`);
+    log('Disclosure: bidders will spend demo BTT from faucet-funded wallets on a private demo ledger; nothing real is spent.');
+    ledger = await Ledger.open({
+      db: join(dir, 'ledger.db'),
+      ledgerKeys: generateKeyPair(),
+      genesis: { faucetAmount: 100n * BTT, faucetDifficulty: 8 },
+      verifyThreads: 0,
+    });
+    const ledgerId = ledger.ledgerIdBuf;
+    const supply = (await ledger.ledgerInfo()).supply;
+
+    // Payload and torrent.
+    const dataDir = join(dir, 'seed');
+    mkdirSync(dataDir);
+    const file = join(dataDir, 'payload.bin');
+    writeFileSync(file, randomBytes(sizeMiB << 20));
+    const pieceLength = 64 * 1024;
+    const { torrent } = await createTorrent({ path: file, pieceLength });
+
+    // Wallets (faucet) and peers.
+    const peers: DemoPeer[] = [];
+    const mk = async (name: string, kind: DemoPeer['kind'] | 'seeder'): Promise<DemoPeer> => {
+      const keys = generateKeyPair();
+      if (kind === 'bidder' || kind === 'seeder') await ledger!.faucet({ keys });
+      const startBalance = (await ledger!.account(keys.publicKey)).balance;
+      const pdir = kind === 'seeder' ? dataDir : join(dir, name);
+      mkdirSync(pdir, { recursive: true });
+      let agent: SpeedAgent | undefined;
+      const holder: { t?: Torrent } = {};
+      if (kind !== 'legacy') {
+        agent = new SpeedAgent({
+          ledger: ledger!,
+          ledgerId,
+          keys,
+          now: Date.now,
+          pieceLength,
+          remainingBytes: () => (holder.t ? Math.max(0, holder.t.stats().wantedBytes - holder.t.stats().verifiedBytes) : sizeMiB << 20),
+          bidding: { enabled: kind === 'bidder' },
+          reservePrice: kind === 'seeder' ? 1000n : 0n,
+          interceptUploads: true,
+          provider: { maxUnpaid: 8 },
+        });
+        agent.on('warning', (m: string) => log(`  [${name}] ${m}`));
+      }
+      const session = new Session({
+        port: 0,
+        host: '127.0.0.1',
+        uploadRateLimit: kind === 'seeder' ? rateKiB * 1024 : leechRateKiB * 1024,
+        extensions: agent ? [agent.extension()] : [],
+        choker: agent ? () => agent!.choker() : undefined,
+        hasherWorkers: 0,
+      });
+      sessions.push(session);
+      await session.listen();
+      return { name, kind: kind === 'seeder' ? 'free' : kind, keys, session, agent, startBalance, dir: pdir, holder };
+    };
+    const seeder = await mk('seeder', 'seeder');
+    seeder.torrent = await seeder.session.add({ torrent, path: dataDir, skipHashCheck: true, uploadSlots: slots });
+    for (let i = 0; i < nB; i++) peers.push(await mk(`bidder${i + 1}`, 'bidder'));
+    for (let i = 0; i < nF; i++) peers.push(await mk(`free${i + 1}`, 'free'));
+    for (let i = 0; i < nL; i++) peers.push(await mk(`legacy${i + 1}`, 'legacy'));
+    await Promise.all([seeder.agent!.refreshBalance(), ...peers.map((p) => p.agent?.refreshBalance())]);
+
+    const started = Date.now();
+    const addrs = [{ host: '127.0.0.1', port: seeder.session.port }];
+    for (const p of peers) {
+      p.torrent = await p.session.add({ torrent, path: p.dir, peers: [...addrs] });
+      p.holder.t = p.torrent;
+      addrs.push({ host: '127.0.0.1', port: p.session.port });
+      const t = p.torrent;
+      t.on('piece', (index: number) => void p.agent?.onPieceVerified(index));
+      t.on('hash-failure', (index: number, who: string[]) => p.agent?.onPieceFailed(index, who));
+      t.on('done', () => (p.doneAt ??= Date.now()));
+    }
+    log(`seeder: ${fmtBytes(sizeMiB << 20)} at ${rateKiB} KiB/s (leechers ${leechRateKiB || '∞'} KiB/s), ${slots} auctioned slots + 1 optimistic; ${nB} bidders, ${nF} Speed non-bidders, ${nL} legacy leechers`);
+
+    // Live loop.
+    let lastPrint = 0;
+    await new Promise<void>((resolve) => {
+      timer = setInterval(() => {
+        void (async () => {
+          for (const a of [seeder.agent, ...peers.map((p) => p.agent)]) await a?.tick();
+          const now = Date.now();
+          if (now - lastPrint >= 2000) {
+            lastPrint = now;
+            const line = peers
+              .map((p) => {
+                const s = p.torrent!.stats();
+                const bid = p.agent && p.agent.bidder.bid > 0n ? ` bid ${p.agent.bidder.bid}/B` : '';
+                return `${p.name} ${(s.progress * 100).toFixed(0)}%${bid}`;
+              })
+              .join(' | ');
+            log(`[${((now - started) / 1000).toFixed(0).padStart(3)}s] ${line}`);
+          }
+          if (peers.every((p) => p.doneAt !== undefined) || now - started > timeoutS * 1000) resolve();
+        })();
+      }, 500);
+    });
+    clearInterval(timer);
+    timer = undefined;
+
+    // Let in-flight payments and channel opens land (bounded), then the seeder closes every channel it holds a
+    // payment on, with the last state.
+    const agents = peers.map((p) => p.agent).filter((a): a is SpeedAgent => !!a);
+    const paidAll = () => agents.reduce((s, a) => s + a.totalPaid(), 0n);
+    const earnedAll = () => seeder.agent!.provider.totalEarned();
+    for (let i = 0; i < 200 && (paidAll() !== earnedAll() || agents.some((a) => a.busy())); i++) await new Promise((r) => setTimeout(r, 25));
+    await seeder.agent!.shutdown();
+    const rows = [];
+    let paidTotal = 0n;
+    let unusedEscrow = 0n;
+    for (const p of peers) {
+      const bal = (await ledger.account(p.keys.publicKey)).balance;
+      // Channels opened but never paid on stay open until they expire, then return to the requester in full.
+      const escrow = (await ledger.channels(p.keys.publicKey)).filter((c) => c.status === 'open' && c.requester.equals(p.keys.publicKey)).reduce((s, c) => s + c.deposit, 0n);
+      unusedEscrow += escrow;
+      const spent = p.startBalance - bal - escrow;
+      paidTotal += spent;
+      const s = p.torrent!.stats();
+      rows.push({ peer: p.name, kind: p.kind, downloaded: s.downloaded, seconds: p.doneAt ? (p.doneAt - started) / 1000 : null, paid: spent });
+    }
+    const seederGain = (await ledger.account(seeder.keys.publicKey)).balance - seeder.startBalance;
+    const info = await ledger.ledgerInfo();
+    const ok = seederGain === paidTotal && paidTotal === paidAll() && info.supply === supply && peers.every((p) => p.doneAt !== undefined);
+    const median = (xs: number[]) => {
+      const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+      return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+    };
+    const mb = median(rows.filter((r) => r.kind === 'bidder').map((r) => r.seconds ?? Infinity));
+    const mf = median(rows.filter((r) => r.kind !== 'bidder').map((r) => r.seconds ?? Infinity));
+    if (values.json) {
+      console.log(JSON.stringify({ ok, rows: rows.map((r) => ({ ...r, paid: r.paid.toString() })), seederEarned: seederGain.toString(), medianBidderS: mb, medianOthersS: mf }));
+    } else {
+      log('');
+      log(`${'peer'.padEnd(10)} ${'kind'.padEnd(7)} ${'downloaded'.padStart(10)} ${'time'.padStart(8)} ${'paid (BTT)'.padStart(24)}`);
+      for (const r of rows) log(`${r.peer.padEnd(10)} ${r.kind.padEnd(7)} ${fmtBytes(r.downloaded).padStart(10)} ${(r.seconds === null ? 'n/a' : `${r.seconds.toFixed(1)}s`).padStart(8)} ${formatBtt(r.paid).padStart(24)}`);
+      log(`${'seeder'.padEnd(10)} ${'earned'.padEnd(7)} ${''.padStart(10)} ${''.padStart(8)} ${formatBtt(seederGain).padStart(24)}`);
+      log('');
+      log(`median completion: bidders ${mb.toFixed(1)}s, others ${mf.toFixed(1)}s`);
+      log(`ledger check: seeder earned ${formatBtt(seederGain)}, wallets paid ${formatBtt(paidTotal)}, payments signed ${formatBtt(paidAll())}; supply ${info.supply === supply ? 'unchanged' : 'CHANGED'} → ${ok ? 'OK' : 'MISMATCH'}`);
+      if (info.openChannels > 0) log(`${info.openChannels} channel(s) opened but never paid on stay open until expiry; their ${formatBtt(unusedEscrow)} BTT then return to the requesters.`);
+    }
+    return ok ? 0 : 1;
+  } finally {
+    if (timer) clearInterval(timer);
+    await Promise.all(sessions.map((s) => s.close().catch(() => {})));
+    await ledger?.close().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,22 @@
+import { Session } from '@bitorrent/core';
+import { startLibtorrent, stopAll, tempDir, makeRandomFiles, mktorrent, multiFileSpec, waitFor } from '../src/index.ts';
+const T0 = Date.now(); const lg = (...a: unknown[]) => console.log(((Date.now() - T0) / 1000).toFixed(2), ...a);
+const d = await tempDir('x');
+await makeRandomFiles(d.path + '/seed/p', multiFileSpec());
+const tor = await mktorrent(d.path + '/seed/p', d.path + '/p.torrent');
+const seeder = await startLibtorrent({ mode: 'seed', torrent: tor.path, savePath: d.path + '/seed', host: '127.0.0.2', uploadRateLimit: 600_000 });
+await seeder.waitSeeding();
+import { mkdirSync } from 'node:fs'; mkdirSync(d.path + '/l');
+const leecher = await startLibtorrent({ mode: 'download', torrent: tor.path, savePath: d.path + '/l', host: '127.0.0.3', peers: [{ host: '127.0.0.2', port: seeder.port }] });
+await waitFor(() => (leecher.status()?.peers ?? 0) >= 1, { timeoutMs: 10_000 });
+lg('L connected', leecher.port);
+const s = new Session({ port: 0, host: '127.0.0.1', log: (m) => lg('LOG', m) });
+await s.listen();
+const t = await s.add({ torrent: tor.bytes, path: d.path + '/dl', seed: true, peers: [{ host: '127.0.0.2', port: seeder.port }] });
+s.on('torrent', () => {});
+const origAttach = (t as any).attachWire.bind(t);
+(t as any).attachWire = (wire: any, addr: any, out: boolean) => { lg('attach', addr, out); wire.on('pex-peers', (ev: any) => lg('pex', JSON.stringify(ev))); wire.on('extended-handshake', (h: any) => lg('ext hs', JSON.stringify(Object.keys(h ?? {})))); return origAttach(wire, addr, out); };
+for (let i = 0; i < 8; i++) { await new Promise((r) => setTimeout(r, 1000)); lg(t.stats().state, t.stats().progress, leecher.status()?.progress, t.peerList().map((p) => p.address), JSON.stringify((t as any).candidates ? [...(t as any).candidates.values()] : []), seeder.status()?.peers); }
+console.log(JSON.stringify(seeder.events.filter((e) => e.event.startsWith('peer')), null, 0)); console.log(JSON.stringify(leecher.events.filter((e) => e.event.startsWith('peer'))));
+await s.close();
+await stopAll();

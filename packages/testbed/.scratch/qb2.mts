@@ -1,0 +1,24 @@
+import { Session } from '@bitorrent/core';
+import { startQbittorrent, stopAll, tempDir, makeRandomFiles, mktorrent, multiFileSpec } from '../src/index.ts';
+const T0 = Date.now(); const lg = (...a: unknown[]) => console.log(((Date.now() - T0) / 1000).toFixed(2), ...a);
+const d = await tempDir('x');
+await makeRandomFiles(d.path + '/seed/p', multiFileSpec());
+const tor = await mktorrent(d.path + '/seed/p', d.path + '/p.torrent');
+const qb = await startQbittorrent();
+lg('qb up');
+await qb.addTorrent(tor.bytes, d.path + '/seed');
+await qb.waitSeeding(tor.infoHash, 30_000);
+lg('qb seeding');
+const s = new Session({ port: 0, host: '127.0.0.1', log: (m) => lg('LOG', m) });
+await s.listen();
+const t = await s.add({ torrent: tor.bytes, path: d.path + '/dl', seed: false, peers: process.argv[2] ? [] : [{ host: '127.0.0.1', port: qb.peerPort }] });
+if (process.argv[2]) { await new Promise((r) => t.once('ready', r)); lg('ready'); t.addPeer({ host: '127.0.0.1', port: qb.peerPort }); }
+t.on('peer-closed', (k) => lg('peer-closed', k));
+const iv = setInterval(() => { const x = t.stats(); lg(x.state, x.progress.toFixed(3), x.peers, x.downloadRate); }, 1000);
+await t.done;
+clearInterval(iv);
+lg('done');
+await s.close();
+lg('closed');
+await stopAll();
+lg('stopped');

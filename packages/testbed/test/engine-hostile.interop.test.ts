@@ -1,0 +1,61 @@
+/**
+ * A peer that sends corrupt pieces: each bad piece fails its hash check and is fetched again
+ * from an honest peer, the sender is banned after repeated failures, and nothing corrupt is
+ * left on disk.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { Session } from '@bitorrent/core';
+import {
+  requireTool, requireLibtorrent, tempDir, makeRandomFiles, compareTrees, waitFor, cleanupAfter, registerCleanup,
+  mktorrent, startLibtorrent, startHostileSeeder,
+} from '../src/index.js';
+
+test('corrupt pieces from a hostile peer: re-fetched elsewhere, sender banned, disk clean', async (t) => {
+  cleanupAfter(t);
+  if (!requireLibtorrent() || !requireTool('mktorrent')) return t.skip('python3-libtorrent or mktorrent not installed');
+  const d = await tempDir('eng-hostile');
+  const seedDir = join(d.path, 'seed');
+  const [file] = await makeRandomFiles(seedDir, [{ path: 'data.bin', size: 3 * 1024 * 1024 }], 'hostile');
+  const tor = await mktorrent(file, join(d.path, 'p.torrent'), { pieceLengthLog2: 16 });
+  // The hostile peer (127.0.0.5) serves every piece corrupted, as fast as it can; the honest
+  // libtorrent seeder (127.0.0.1) is throttled so the hostile one gets to deliver several pieces.
+  const hostile = await startHostileSeeder({
+    host: '127.0.0.5', infoHash: tor.infoHash, file, pieceLength: tor.pieceLength, pieceCount: tor.pieceCount, totalLength: tor.totalLength,
+  });
+  const honest = await startLibtorrent({ mode: 'seed', torrent: tor.path, savePath: seedDir, uploadRateLimit: 1_500_000 });
+  await honest.waitSeeding();
+
+  const s = new Session({ port: 0, host: '127.0.0.1' });
+  await s.listen();
+  registerCleanup(() => s.close());
+  const dl = join(d.path, 'dl');
+  await mkdir(dl);
+  const tt = await s.add({ torrent: tor.bytes, path: dl, seed: false, peers: [{ host: '127.0.0.5', port: hostile.port }] });
+  const failures: { index: number; who: string[] }[] = [];
+  const bans: { key: string; at: number }[] = [];
+  tt.on('hash-failure', (index: number, who: string[]) => failures.push({ index, who }));
+  tt.on('peer-banned', (key: string) => bans.push({ key, at: Date.now() }));
+  await waitFor(() => hostile.corruptBlocksServed > 0, { timeoutMs: 10_000, what: 'the hostile peer to serve a corrupt block' });
+  tt.addPeer({ host: '127.0.0.1', port: honest.port });
+
+  await waitFor(() => bans.some((b) => b.key.startsWith('127.0.0.5:')), { timeoutMs: 20_000, what: `a ban of the hostile peer (failures: ${failures.length})` });
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([tt.done, new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`download did not finish: ${JSON.stringify(tt.stats())}`)), 30_000)))]);
+  clearTimeout(timer);
+
+  assert.ok(failures.length >= 2, `at least two hash failures before the ban (saw ${failures.length})`);
+  assert.ok(failures.every((f) => f.who.some((k) => k.startsWith('127.0.0.5:'))), 'every failed piece involved the hostile peer');
+  assert.ok(!bans.some((b) => b.key.startsWith('127.0.0.1:')), 'the honest peer was not banned');
+  const stats = tt.stats();
+  assert.equal(stats.hashFailures, failures.length);
+  assert.ok(stats.wastedBytes >= failures.length * 1, 'wasted bytes are accounted');
+  // Banned means banned: no reconnection to the hostile address after the ban.
+  const banAt = bans.find((b) => b.key.startsWith('127.0.0.5:'))!.at;
+  assert.equal(hostile.connections.filter((c) => c.at > banAt + 50).length, 0, 'no connection to the banned peer after the ban');
+  assert.equal(tt.isBanned('127.0.0.5'), true);
+  // Nothing corrupt on disk: the file is byte-identical to the original.
+  assert.deepEqual((await compareTrees(file, join(dl, 'data.bin'))).differences, []);
+});
