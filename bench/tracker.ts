@@ -1,7 +1,7 @@
 /**
  * Tracker benchmark: bitorrent's tracker beside opentracker (Debian package), same machine, same run.
  *
- *   npm run bench -- tracker [--quick] [--seconds N] [--rounds N] [--http-conc N] [--udp-conc N]
+ *   npm run bench -- tracker [--quick] [--seconds N] [--rounds N] [--http-conc N] [--udp-conc N] [--workers N] [--http-close]
  *
  * HTTP: wrk (1 thread, keep-alive, Lua script varying info_hash / peer_id / port over 1000 whitelisted hashes).
  * UDP: bench/tracker/udpgen.c compiled with gcc into the temp dir (closed loop, fixed concurrency, BEP 15 connect +
@@ -31,6 +31,7 @@ const { values } = parseArgs({
     'http-conc': { type: 'string' },
     'udp-conc': { type: 'string' },
     workers: { type: 'string' },
+    'http-close': { type: 'boolean' },
   },
 });
 const quick = values.quick === true;
@@ -179,8 +180,12 @@ async function main(): Promise<void> {
       const d = await udpLoad(otPort, hashFile); console.error(`# round ${r + 1} udp  opentracker ${JSON.stringify(d)}`); otU = best(otU, d);
     }
     // Without keep-alive (opentracker closes every connection anyway): one TCP connection per announce for both.
-    const btC = await httpLoad(listening.http_port, hashFile, true); console.error(`# http (Connection: close) bitorrent   ${JSON.stringify(btC)}`);
-    const otC = await httpLoad(otPort, hashFile, true); console.error(`# http (Connection: close) opentracker ${JSON.stringify(otC)}`);
+    // Optional (--http-close): it piles up tens of thousands of TIME_WAIT sockets on loopback, which skews later runs.
+    let btC: Result | null = null, otC: Result | null = null;
+    if (values['http-close']) {
+      btC = await httpLoad(listening.http_port, hashFile, true); console.error(`# http (Connection: close) bitorrent   ${JSON.stringify(btC)}`);
+      otC = await httpLoad(otPort, hashFile, true); console.error(`# http (Connection: close) opentracker ${JSON.stringify(otC)}`);
+    }
     const statsRes = await fetch(`http://127.0.0.1:${listening.http_port}/stats?format=json`).then((r) => r.json() as Promise<Record<string, number>>);
     console.error(`# bitorrent tracker after load: ${statsRes.torrents} swarms, ${statsRes.peers} peers, rss ${(statsRes.rss_bytes / 1e6).toFixed(0)} MB`);
     const bpp = bytesPerPeer(quick ? 200 : 1000, 1000);
@@ -198,9 +203,7 @@ async function main(): Promise<void> {
       bitorrent_http_rps: btH!.rps,
       opentracker_http_rps: otH!.rps,
       ratio_http: r2(btH!.rps / otH!.rps),
-      bitorrent_http_close_rps: btC.rps,
-      opentracker_http_close_rps: otC.rps,
-      ratio_http_close: r2(btC.rps / otC.rps),
+      ...(btC && otC ? { bitorrent_http_close_rps: btC.rps, opentracker_http_close_rps: otC.rps, ratio_http_close: r2(btC.rps / otC.rps) } : {}),
       bitorrent_udp_rps: btU!.rps,
       opentracker_udp_rps: otU!.rps,
       ratio_udp: r2(btU!.rps / otU!.rps),

@@ -18,6 +18,7 @@ import {
   responseNodes,
   responseValues,
   hashArg,
+  parseWant,
   ErrorCode,
   KrpcDecodeError,
   type KrpcQuery,
@@ -61,6 +62,8 @@ export interface DhtNodeOptions {
   preferVerified?: boolean;
   /** One routing entry per non-local IP. Default true. */
   restrictRoutingIps?: boolean;
+  /** BEP 32: closest nodes of the other address family, for queries whose 'want' asks for both. */
+  otherFamilyClosest?: (target: Buffer, count: number) => NodeInfo[];
   /** Called when a peer announces itself to us (announce_peer). */
   onAnnounce?: (infoHash: Buffer, peer: PeerAddress) => void;
 }
@@ -372,6 +375,7 @@ export class DhtNode {
   private readonly queryTimeoutMs: number;
   private readonly fixedId: boolean;
   private readonly onAnnounce?: (infoHash: Buffer, peer: PeerAddress) => void;
+  private readonly otherFamilyClosest?: (target: Buffer, count: number) => NodeInfo[];
   private tid: number;
   private maintenanceTimer?: TimerHandle;
   private lastRotate: number;
@@ -401,6 +405,7 @@ export class DhtNode {
     const rate = opts.rateLimitPerSecond ?? 50;
     this.limiter = new RateLimiter(now, rate, rate * 2);
     this.onAnnounce = opts.onAnnounce;
+    this.otherFamilyClosest = opts.otherFamilyClosest;
     this.tid = this.rng(2).readUInt16BE(0);
     this.lastRotate = this.clock.now();
     this.transport.onMessage((buf, from) => this.receive(buf, from));
@@ -616,15 +621,25 @@ export class DhtNode {
     this.send(encodeError(q.t, code, message), from);
   }
 
-  private closestCompact(target: Buffer): Buffer {
-    return encodeNodes(this.table.closest(target, this.k), this.family);
+  /** 'nodes'/'nodes6' for a reply: our family unless 'want' (BEP 32) asks otherwise. */
+  private nodeFields(target: Buffer, args: BencodeDict): Record<string, Buffer | undefined> {
+    const want = parseWant(args);
+    const own = this.family === 4 ? 'n4' : 'n6';
+    const wantOwn = !want || (own === 'n4' ? want.n4 : want.n6) || (!want.n4 && !want.n6);
+    const wantOther = !!want && (own === 'n4' ? want.n6 : want.n4) && !!this.otherFamilyClosest;
+    const out: Record<string, Buffer | undefined> = {};
+    if (wantOwn) out[this.family === 4 ? 'nodes' : 'nodes6'] = encodeNodes(this.table.closest(target, this.k), this.family);
+    if (wantOther) {
+      const other = this.family === 4 ? 6 : 4;
+      out[other === 4 ? 'nodes' : 'nodes6'] = encodeNodes(this.otherFamilyClosest!(target, this.k), other);
+    }
+    return out;
   }
 
   private handleQuery(q: KrpcQuery, from: PeerAddress): void {
     if (q.id.equals(this.id)) return;
     if (!q.ro) this.table.heard({ id: q.id, host: from.host, port: from.port }, false);
     const a = q.args;
-    const nodesKey = this.family === 4 ? 'nodes' : 'nodes6';
     try {
       switch (q.method) {
         case 'ping':
@@ -632,7 +647,7 @@ export class DhtNode {
           return;
         case 'find_node': {
           const target = hashArg(a, 'target', q.t);
-          this.reply(q, from, { [nodesKey]: this.closestCompact(target) });
+          this.reply(q, from, this.nodeFields(target, a));
           return;
         }
         case 'get_peers': {
@@ -640,7 +655,7 @@ export class DhtNode {
           const peers = this.peerStore.get(ih, MAX_VALUES_REPLY, this.rng);
           this.reply(q, from, {
             token: this.tokens.issue(from.host),
-            [nodesKey]: this.closestCompact(ih),
+            ...this.nodeFields(ih, a),
             values: peers.length > 0 ? peers.map(compactAddr) : undefined,
           });
           return;
@@ -668,7 +683,7 @@ export class DhtNode {
         case 'get': {
           const target = hashArg(a, 'target', q.t);
           const item = this.items.get(target);
-          const r: Record<string, EncodableValue | undefined> = { token: this.tokens.issue(from.host), [nodesKey]: this.closestCompact(target) };
+          const r: Record<string, EncodableValue | undefined> = { token: this.tokens.issue(from.host), ...this.nodeFields(target, a) };
           if (item) {
             if (item.k) {
               r.k = item.k;

@@ -215,7 +215,9 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     }
     const seederGain = (await ledger.account(seeder.keys.publicKey)).balance - seeder.startBalance;
     const info = await ledger.ledgerInfo();
-    const ok = seederGain === paidTotal && paidTotal === paidAll() && info.supply === supply && peers.every((p) => p.doneAt !== undefined);
+    // Tokens are conserved and the seeder's ledger gain is exactly what requesters' wallets lost. (A payment signed
+    // but still in a socket buffer when a peer quits is never received, so signed ≥ accepted.)
+    const ok = seederGain === paidTotal && paidTotal === earnedAll() && paidAll() >= paidTotal && info.supply === supply && peers.every((p) => p.doneAt !== undefined);
     const median = (xs: number[]) => {
       const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
       return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;

@@ -177,6 +177,7 @@ export class PeerWire extends EventEmitter {
     this.now = opts.now ?? (opts.clock ? () => opts.clock!.now() : Date.now);
     this.lastRecvAt = this.lastSentAt = this.now();
 
+    this.remote(); // cache the address while the socket is open
     socket.on('data', this.onData);
     socket.on('drain', () => this.emit('drain'));
     socket.on('error', (err: Error) => this.destroy(err));
@@ -198,10 +199,18 @@ export class PeerWire extends EventEmitter {
 
   /** The socket's remote address (undefined for non-socket Duplexes or before connect). */
   get remoteAddress(): string | undefined {
-    return (this.socket as Duplex & { remoteAddress?: string }).remoteAddress;
+    return this.remote()?.address;
   }
   get remotePort(): number | undefined {
-    return (this.socket as Duplex & { remotePort?: number }).remotePort;
+    return this.remote()?.port;
+  }
+  private remoteCache: { address: string; port: number | undefined } | undefined;
+  private remote(): { address: string; port: number | undefined } | undefined {
+    if (!this.remoteCache) {
+      const s = this.socket as Duplex & { remoteAddress?: string; remotePort?: number };
+      if (s.remoteAddress) this.remoteCache = { address: s.remoteAddress, port: s.remotePort };
+    }
+    return this.remoteCache;
   }
 
   /** Both sides advertised BEP 6: requests we will not serve must be answered with reject(). */
