@@ -85,6 +85,12 @@ export interface TorrentDeps {
 export interface TorrentDht {
   getPeers(infoHash: Buffer, opts?: { onPeers?(peers: PeerAddress[]): void }): Promise<PeerAddress[]>;
   announce(infoHash: Buffer, port: number): Promise<void>;
+  /** Like announce(), resolving with how many nodes stored it (lets the torrent retry sooner on a young table). */
+  announceCount?(infoHash: Buffer, port: number): Promise<number>;
+  /** A node learnt of through a peer's BEP 5 PORT message. */
+  addNode?(addr: PeerAddress): void;
+  /** Our DHT's UDP port, sent to DHT-capable peers in a PORT message. */
+  readonly port?: number;
 }
 
 export interface TorrentOptions {
@@ -203,7 +209,9 @@ export class Torrent extends EventEmitter {
   private readonly opts: TorrentOptions;
   private readonly deps: TorrentDeps;
   private metadataBuffer: Buffer | undefined;
-  private lastDhtLookup = -Infinity;
+  private nextDhtLookup = 0;
+  private dhtFailures = 0;
+  private dhtBusy = false;
   private doneEmitted = false;
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -472,12 +480,14 @@ export class Torrent extends EventEmitter {
         if (other !== peer && other.remotePeerId === peer.remotePeerId) return wire.destroy();
       }
       this.sendOurBitfield(peer);
+      this.sendDhtPort(peer);
     };
     if (outgoing) wire.once('handshake', onHandshake);
     else {
       const pid = (wire as unknown as { peerId?: Buffer }).peerId;
       if (pid) peer.remotePeerId = pid.toString('hex');
       this.sendOurBitfield(peer);
+      this.sendDhtPort(peer);
     }
 
     wire.on('bitfield', (buf: Buffer) => {
@@ -541,7 +551,7 @@ export class Torrent extends EventEmitter {
     });
     wire.on('port', (port: number) => {
       // BEP 5: the peer runs a DHT node on this port; the session's DHT may use it.
-      this.emit('dht-node', { host: address.host, port });
+      if (!this.isPrivate && port > 0) this.deps.dht?.addNode?.({ host: address.host, port });
     });
     wire.on('drain', () => this.serveUploads(peer));
     wire.on('error', () => {});
@@ -560,6 +570,11 @@ export class Torrent extends EventEmitter {
     if (fast && count === this.metainfo.pieceCount) peer.wire.haveAll();
     else if (fast && count === 0) peer.wire.haveNone();
     else if (count > 0) peer.wire.bitfield(this.have.toBuffer());
+  }
+
+  private sendDhtPort(peer: Peer): void {
+    const port = this.deps.dht?.port;
+    if (port && !this.isPrivate && peer.wire.peerCaps?.dht) peer.wire.port(port);
   }
 
   private applyPeerBitfield(peer: Peer): void {
@@ -950,18 +965,33 @@ export class Torrent extends EventEmitter {
       }
     }
     this.connectMore();
-    if (this.deps.dht && !this.isPrivate && now - this.lastDhtLookup > 5 * 60_000 && this.state !== 'seeding') this.dhtLookup();
+    if (this.deps.dht && !this.isPrivate && now >= this.nextDhtLookup && !this.dhtBusy) this.dhtLookup();
     if (this.resumeDirty && now - this.lastResumeSave > 10_000) void this.saveResume();
     this.emit('tick');
   }
 
+  /**
+   * get_peers + announce_peer. Downloading torrents look again every 5 minutes, seeds re-announce every
+   * 15; while the announce reaches no node (young routing table) retry after 5 s, 10 s, 20 s, …
+   */
   private dhtLookup(): void {
     const dht = this.deps.dht!;
-    this.lastDhtLookup = this.deps.clock.now();
+    this.dhtBusy = true;
+    const port = this.deps.listenPort();
     dht
-      .getPeers(this.infoHash, { onPeers: (peers) => peers.forEach((p) => this.addPeer(p, 'dht')) })
-      .then(() => dht.announce(this.infoHash, this.deps.listenPort()))
-      .catch(() => {});
+      .getPeers(this.infoHash, { onPeers: (peers) => { peers.forEach((p) => this.addPeer(p, 'dht')); this.connectMore(); } })
+      .then(() => (dht.announceCount ? dht.announceCount(this.infoHash, port) : dht.announce(this.infoHash, port).then(() => 1)))
+      .catch(() => 0)
+      .then((stored) => {
+        this.dhtBusy = false;
+        const now = this.deps.clock.now();
+        if (stored > 0) {
+          this.dhtFailures = 0;
+          this.nextDhtLookup = now + (this.state === 'seeding' ? 15 : 5) * 60_000;
+        } else {
+          this.nextDhtLookup = now + Math.min(5 * 60_000, 5_000 * 2 ** this.dhtFailures++);
+        }
+      });
   }
 
   /** Look up peers in the DHT now (e.g. after the DHT bootstrapped). */

@@ -391,3 +391,26 @@ test('encode(): our own extended handshake is valid bencode with m/v/reqq', () =
   const d = encode({ m: { ut_metadata: 1 }, v: 'bitorrent 0.1', reqq: 250 });
   assert.equal(d.toString(), 'd1:md11:ut_metadatai1ee4:reqqi250e1:v13:bitorrent 0.1e');
 });
+
+test('property: random bytes after a valid handshake never crash; the wire stays open or closes with WireProtocolError', async () => {
+  const { Duplex } = await import('node:stream');
+  const fc = (await import('fast-check')).default;
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 8 }), fc.boolean(), async (chunks, fast) => {
+      const d = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+      const w = new PeerWire(d, { peerId: PID_B, keepAliveMs: 0, idleTimeoutMs: 0, maxMessageLength: 4096 });
+      w.on('handshake', (ih: Buffer) => w.sendHandshake(ih));
+      d.push(encodeHandshake(IH, PID_A, { extended: true, fast }));
+      for (const c of chunks) d.push(Buffer.from(c));
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      if (w.destroyed) {
+        if (w.closeError) assert.ok(w.closeError instanceof WireProtocolError, String(w.closeError));
+      } else {
+        assert.equal(w.handshakeReceived, true);
+        w.destroy();
+      }
+    }),
+    { numRuns: 300 },
+  );
+});

@@ -4,12 +4,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { lookup as dnsLookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { isIP, isIPv6 } from 'node:net';
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import type { EncodableValue, PeerAddress } from '@bitorrent/core';
 import type { Clock } from './clock.js';
 import type { Rng } from './id.js';
-import { DhtNode, type DhtItem, type LookupResult, type LookupStats, type Transport } from './node.js';
+import { DhtNode, type DhtItem, type Lookup, type LookupResult, type LookupStats, type Transport } from './node.js';
 import { UdpTransport } from './udp.js';
 import type { KeyPair } from './bep44.js';
 
@@ -26,7 +26,12 @@ export interface CreateDhtOptions {
   clock?: Clock;
   rng?: Rng;
   /** Use this transport instead of binding a UDP socket (simulation, tests). */
-  transport?: Transport & { port?: number; close?(): Promise<void> | void };
+  transport?: DhtTransport;
+  /**
+   * BEP 32: also run an IPv6 node (its own socket and routing table) bound to this address ('::' when
+   * true), on the same port when one was given. Skipped silently when the host has no IPv6.
+   */
+  ipv6?: boolean | string;
   /** Extra DhtNode tuning. */
   alpha?: number;
   queryTimeoutMs?: number;
@@ -48,19 +53,21 @@ export interface DhtPutOptions {
   cas?: number;
 }
 
+export type DhtTransport = Transport & { port?: number; close?(): Promise<void> | void };
+
 interface StateFile {
   version: 1;
   id: string;
   nodes: { host: string; port: number; id: string }[];
 }
 
-async function resolveAll(addrs: PeerAddress[]): Promise<PeerAddress[]> {
+async function resolveAll(addrs: PeerAddress[], family: 4 | 6 = 4): Promise<PeerAddress[]> {
   const out: PeerAddress[] = [];
   await Promise.all(
     addrs.map(async (a) => {
       if (isIP(a.host)) return out.push(a);
       try {
-        const r = await dnsLookup(a.host, { family: 4 });
+        const r = await dnsLookup(a.host, { family });
         out.push({ host: r.address, port: a.port });
       } catch {
         /* unresolvable bootstrap name: skip */
@@ -70,24 +77,49 @@ async function resolveAll(addrs: PeerAddress[]): Promise<PeerAddress[]> {
   return out;
 }
 
+const familyOf = (host: string): 4 | 6 => (isIPv6(host) ? 6 : 4);
+
 export interface Dht {
   on(event: 'peer', listener: (infoHash: Buffer, peer: PeerAddress) => void): this;
   on(event: 'ready', listener: () => void): this;
 }
 
 export class Dht extends EventEmitter {
+  /** The primary node (IPv4 unless bound to an IPv6 address). */
   readonly node: DhtNode;
-  /** Stats of the most recent lookups (for benchmarks and the CLI). */
+  /** The BEP 32 IPv6 node, when enabled. */
+  readonly node6?: DhtNode;
+  /** Stats of the most recent lookup (for benchmarks and the CLI). */
   lastLookup?: LookupStats;
   private closed = false;
 
-  constructor(private readonly transport: Transport & { port?: number; close?(): Promise<void> | void }, node: (t: Transport) => DhtNode, private readonly stateFile?: string) {
+  constructor(
+    private readonly transport: DhtTransport,
+    makeNode: (t: Transport, family: 4 | 6) => DhtNode,
+    private readonly stateFile?: string,
+    family: 4 | 6 = 4,
+    private readonly transport6?: DhtTransport,
+  ) {
     super();
-    this.node = node(transport);
+    this.node = makeNode(transport, family);
+    if (transport6) this.node6 = makeNode(transport6, 6);
+  }
+
+  private nodes(): DhtNode[] {
+    return this.node6 ? [this.node, this.node6] : [this.node];
+  }
+
+  private nodeFor(host: string): DhtNode | undefined {
+    return this.nodes().find((n) => n.family === familyOf(host));
   }
 
   get port(): number {
     return this.transport.port ?? 0;
+  }
+
+  /** Port of the IPv6 socket, when BEP 32 is enabled. */
+  get port6(): number | undefined {
+    return this.transport6?.port;
   }
 
   get id(): Buffer {
@@ -95,61 +127,87 @@ export class Dht extends EventEmitter {
   }
 
   nodeCount(): number {
-    return this.node.nodeCount();
+    return this.nodes().reduce((a, n) => a + n.nodeCount(), 0);
   }
 
   addNode(addr: PeerAddress): void {
-    if (isIP(addr.host)) this.node.addNode(addr);
-    else void resolveAll([addr]).then((r) => r.forEach((a) => this.node.addNode(a)));
+    if (isIP(addr.host)) this.nodeFor(addr.host)?.addNode(addr);
+    else void resolveAll([addr], this.node.family).then((r) => r.forEach((a) => this.node.addNode(a)));
   }
 
-  /** Bootstrap from addresses (also done by createDht); resolves once the self-lookup finished. */
-  bootstrap(addrs: PeerAddress[]): Promise<number> {
-    return resolveAll(addrs).then(
-      (resolved) => new Promise<number>((resolve) => this.node.bootstrap(resolved, () => resolve(this.node.nodeCount()))),
+  /** Bootstrap from addresses (also done by createDht); resolves once the self-lookups finished, with the node count. */
+  async bootstrap(addrs: PeerAddress[]): Promise<number> {
+    await Promise.all(
+      this.nodes().map(async (node) => {
+        const mine = (await resolveAll(addrs, node.family)).filter((a) => familyOf(a.host) === node.family);
+        if (mine.length === 0 && node !== this.node) return;
+        await new Promise<void>((resolve) => node.bootstrap(mine, () => resolve()));
+      }),
     );
+    return this.nodeCount();
   }
 
-  /** Iterative get_peers lookup; onPeers streams peers as they arrive; resolves with all peers found. */
+  /**
+   * Iterative get_peers lookup (on both families with BEP 32); onPeers streams new peers as they
+   * arrive; resolves with all peers found. Aborting `signal` ends the lookup early and resolves with
+   * what was found so far.
+   */
   getPeers(infoHash: Buffer, opts: GetPeersOptions = {}): Promise<PeerAddress[]> {
     if (infoHash.length !== 20) return Promise.reject(new RangeError('info-hash must be 20 bytes'));
-    return new Promise((resolve, reject) => {
-      if (opts.signal?.aborted) return reject(opts.signal.reason ?? new Error('aborted'));
-      let result: PeerAddress[] = [];
-      const local = this.node.peerStore.get(infoHash, 200, this.node.rng);
-      if (local.length > 0) opts.onPeers?.(local);
-      const l = this.node.getPeers(
-        infoHash,
-        (peers) => opts.onPeers?.(peers),
-        (r) => {
-          this.lastLookup = r.stats;
-          result = r.peers;
-          opts.signal?.removeEventListener('abort', onAbort);
-          const seen = new Set(result.map((p) => `${p.host}|${p.port}`));
-          resolve([...result, ...local.filter((p) => !seen.has(`${p.host}|${p.port}`))]);
-        },
-      );
-      const onAbort = () => {
-        l.cancel();
-      };
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.signal?.aborted) return Promise.reject(opts.signal.reason ?? new Error('aborted'));
+    const all = new Map<string, PeerAddress>();
+    const add = (peers: PeerAddress[]) => {
+      const fresh = peers.filter((p) => {
+        const k = `${p.host}|${p.port}`;
+        if (all.has(k)) return false;
+        all.set(k, p);
+        return true;
+      });
+      if (fresh.length > 0) opts.onPeers?.(fresh);
+    };
+    for (const node of this.nodes()) add(node.peerStore.get(infoHash, 200, node.rng));
+    const lookups: Lookup[] = [];
+    const onAbort = () => lookups.forEach((l) => l.cancel());
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    return Promise.all(
+      this.nodes().map(
+        (node) =>
+          new Promise<void>((resolve) => {
+            lookups.push(
+              node.getPeers(infoHash, add, (r) => {
+                if (node === this.node) this.lastLookup = r.stats;
+                add(r.peers);
+                resolve();
+              }),
+            );
+          }),
+      ),
+    ).then(() => {
+      opts.signal?.removeEventListener('abort', onAbort);
+      return [...all.values()];
     });
   }
 
   /** Announce that we have `infoHash` on `port` ('implied': the source port of our DHT socket, BEP 5 implied_port). */
-  announce(infoHash: Buffer, port: number | 'implied'): Promise<void> {
-    if (infoHash.length !== 20) return Promise.reject(new RangeError('info-hash must be 20 bytes'));
-    return new Promise((resolve) => {
-      this.node.announce(infoHash, port, (_acked, r) => {
-        this.lastLookup = r.stats;
-        resolve();
-      });
-    });
+  async announce(infoHash: Buffer, port: number | 'implied'): Promise<void> {
+    await this.announceCount(infoHash, port);
   }
 
-  /** Like announce(), but reports how many nodes accepted it. */
+  /** Like announce(), but resolves with how many nodes accepted it. */
   announceCount(infoHash: Buffer, port: number | 'implied'): Promise<number> {
-    return new Promise((resolve) => this.node.announce(infoHash, port, (acked) => resolve(acked)));
+    if (infoHash.length !== 20) return Promise.reject(new RangeError('info-hash must be 20 bytes'));
+    if (port !== 'implied' && (!Number.isInteger(port) || port < 1 || port > 65535)) return Promise.reject(new RangeError(`invalid port ${port}`));
+    return Promise.all(
+      this.nodes().map(
+        (node) =>
+          new Promise<number>((resolve) =>
+            node.announce(infoHash, port, (acked, r) => {
+              if (node === this.node) this.lastLookup = r.stats;
+              resolve(acked);
+            }),
+          ),
+      ),
+    ).then((counts) => counts.reduce((a, b) => a + b, 0));
   }
 
   /** BEP 44 put (immutable: {v}; mutable: {v, keyPair, seq, salt?, cas?}). Resolves with the target and how many nodes stored it. */
@@ -165,6 +223,7 @@ export class Dht extends EventEmitter {
 
   /** BEP 44 get: a verified item or null. For mutable items pass the salt used at put. */
   get(target: Buffer, opts: { salt?: Buffer; seq?: number } = {}): Promise<DhtItem | null> {
+    if (target.length !== 20) return Promise.reject(new RangeError('target must be 20 bytes'));
     return new Promise((resolve) => {
       this.node.getItem(target, opts, (item, r: LookupResult) => {
         this.lastLookup = r.stats;
@@ -173,27 +232,31 @@ export class Dht extends EventEmitter {
     });
   }
 
-  /** Save our ID and routing table to the state file (also done by close()). */
+  /** Save our ID and routing table(s) to the state file (also done by close()). */
   async save(): Promise<void> {
     if (!this.stateFile) return;
     const state: StateFile = {
       version: 1,
       id: this.node.id.toString('hex'),
-      nodes: this.node.table.all().filter((n) => n.lastResponse > 0).map((n) => ({ host: n.host, port: n.port, id: n.id.toString('hex') })),
+      nodes: this.nodes().flatMap((node) =>
+        node.table.all().filter((n) => n.lastResponse > 0).map((n) => ({ host: n.host, port: n.port, id: n.id.toString('hex') })),
+      ),
     };
     const tmp = `${this.stateFile}.tmp`;
     await writeFile(tmp, JSON.stringify(state));
     await rename(tmp, this.stateFile);
   }
 
+  /** Persist the routing table (if stateFile), stop all lookups and close the socket(s). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
       await this.save();
     } finally {
-      this.node.close();
+      for (const n of this.nodes()) n.close();
       await this.transport.close?.();
+      await this.transport6?.close?.();
     }
   }
 }
@@ -214,14 +277,26 @@ async function loadState(file: string): Promise<StateFile | undefined> {
 /** Create and start a DHT node: bind UDP (unless a transport is given), load state, bootstrap. */
 export async function createDht(opts: CreateDhtOptions = {}): Promise<Dht> {
   const state = opts.stateFile ? await loadState(opts.stateFile) : undefined;
-  const transport = opts.transport ?? (await UdpTransport.bind(opts.port ?? 0, opts.host ?? '0.0.0.0'));
+  const host = opts.host ?? '0.0.0.0';
+  const transport = opts.transport ?? (await UdpTransport.bind(opts.port ?? 0, host));
+  const family = familyOf(host);
+  let transport6: DhtTransport | undefined;
+  if (opts.ipv6 && family === 4 && !opts.transport) {
+    const host6 = typeof opts.ipv6 === 'string' ? opts.ipv6 : '::';
+    try {
+      transport6 = await UdpTransport.bind(opts.port ? transport.port ?? 0 : 0, host6);
+    } catch {
+      transport6 = undefined; // no IPv6 on this host
+    }
+  }
   const nodeId = opts.nodeId ?? (state ? Buffer.from(state.id, 'hex') : undefined);
   let dht!: Dht;
   dht = new Dht(
     transport,
-    (t) =>
+    (t, fam) =>
       new DhtNode({
         transport: t,
+        family: fam,
         clock: opts.clock,
         rng: opts.rng,
         nodeId,
@@ -230,15 +305,23 @@ export async function createDht(opts: CreateDhtOptions = {}): Promise<Dht> {
         alpha: opts.alpha,
         queryTimeoutMs: opts.queryTimeoutMs,
         softTimeoutMs: opts.softTimeoutMs,
+        otherFamilyClosest: (target, count) => {
+          const other = [dht.node, dht.node6].find((n) => n && n.family !== fam);
+          return other ? other.table.closest(target, count) : [];
+        },
         onAnnounce: (ih, peer) => dht.emit('peer', ih, peer),
       }),
     opts.stateFile,
+    family,
+    transport6,
   );
-  const host = opts.host ?? '0.0.0.0';
-  if (transport.port) {
-    if (host !== '0.0.0.0' && host !== '::') dht.node.selfAddrs.add(`${host}|${transport.port}`);
-    dht.node.selfAddrs.add(`127.0.0.1|${transport.port}`);
-  }
+  const selfAddrs = (node: DhtNode | undefined, h: string, port: number | undefined) => {
+    if (!node || !port) return;
+    if (h !== '0.0.0.0' && h !== '::') node.selfAddrs.add(`${h}|${port}`);
+    node.selfAddrs.add(node.family === 4 ? `127.0.0.1|${port}` : `::1|${port}`);
+  };
+  selfAddrs(dht.node, host, transport.port);
+  selfAddrs(dht.node6, typeof opts.ipv6 === 'string' ? opts.ipv6 : '::', transport6?.port);
   const seeds = [...(opts.bootstrap ?? [])];
   if (state) for (const n of state.nodes) seeds.push({ host: n.host, port: n.port });
   const boot = seeds.length > 0 ? dht.bootstrap(seeds).then(() => dht.emit('ready')) : Promise.resolve();

@@ -228,6 +228,10 @@ export class Lookup {
   step(): void {
     if (this.finished) return;
     const node = this.node;
+    if (node.isClosed) {
+      this.finish();
+      return;
+    }
     const maxQueries = this.opts.maxQueries ?? 200;
     let active = 0;
     let inflightAny = 0;
@@ -412,6 +416,10 @@ export class DhtNode {
     this.scheduleMaintenance();
   }
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   isSelf(host: string, port: number): boolean {
     return this.selfAddrs.has(addrKey(host, port));
   }
@@ -433,6 +441,10 @@ export class DhtNode {
 
   lookup(target: Buffer, opts: LookupOptions): Lookup {
     const l = new Lookup(this, target, opts);
+    if (this.closed) {
+      l.step(); // finishes at once
+      return l;
+    }
     // Start on the next tick of the injected clock so callers can attach state first.
     this.clock.setTimeout(() => l.step(), 0);
     return l;
@@ -534,7 +546,11 @@ export class DhtNode {
     cb: (res: KrpcResponse | null, err?: KrpcErrorMsg) => void,
     onSoftTimeout?: () => void,
   ): number {
-    if (this.closed || this.pending.size >= MAX_PENDING || addr.port <= 0 || addr.port > 65535) {
+    if (this.closed) {
+      cb(null);
+      return 0;
+    }
+    if (this.pending.size >= MAX_PENDING || addr.port <= 0 || addr.port > 65535) {
       this.clock.setTimeout(() => cb(null), 0);
       return 0;
     }

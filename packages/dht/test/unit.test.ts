@@ -220,3 +220,35 @@ test('BEP 14 LSD: announce codec, own cookie filtered, rate limit', () => {
   lsd.handle(encodeLsdAnnounce(51413, [ih]), { host: '192.168.1.6', port: 6771 });
   assert.deepEqual(got, [[ih.toString('hex'), { host: '192.168.1.6', port: 51413 }]]);
 });
+
+test('BEP 32: dual-stack nodes find each other over ::1 and answer want=n4,n6', async (t) => {
+  const a = await createDht({ host: '127.0.0.1', port: 0, ipv6: '::1' });
+  t.after(() => a.close());
+  if (!a.port6) {
+    t.skip('no IPv6 loopback');
+    return;
+  }
+  const b = await createDht({ host: '127.0.0.2', port: 0, ipv6: '::1', bootstrap: [{ host: '127.0.0.1', port: a.port }, { host: '::1', port: a.port6 }], waitForBootstrap: true });
+  t.after(() => b.close());
+  assert.equal(b.node.nodeCount(), 1);
+  assert.equal(b.node6!.nodeCount(), 1);
+  const ih = Buffer.alloc(20, 0x66);
+  assert.equal(await b.announceCount(ih, 6000), 2); // once per family
+  const c = await createDht({ host: '127.0.0.3', port: 0, ipv6: '::1', bootstrap: [{ host: '::1', port: a.port6 }], waitForBootstrap: true });
+  t.after(() => c.close());
+  const peers = await c.getPeers(ih);
+  assert.deepEqual(peers.sort((x, y) => x.host.localeCompare(y.host)), [{ host: '::1', port: 6000 }]);
+  // A v6 query with want=[n4,n6] gets both node lists.
+  const r = await new Promise<import('../src/index.js').KrpcResponse | null>((resolve) =>
+    c.node6!.query({ host: '::1', port: a.port6! }, 'find_node', { id: c.node6!.id, target: Buffer.alloc(20), want: ['n4', 'n6'] }, resolve),
+  );
+  assert.ok(r && r.r.nodes instanceof Uint8Array && r.r.nodes6 instanceof Uint8Array);
+  assert.equal((r.r.nodes as Uint8Array).length, 26); // a knows b over IPv4
+});
+
+test('close() settles running lookups', async () => {
+  const d = await createDht({ host: '127.0.0.1', port: 0, queryTimeoutMs: 60_000 });
+  const p = d.bootstrap([{ host: '127.0.0.1', port: 9 }]);
+  await d.close();
+  assert.equal(await p, 0);
+});

@@ -62,6 +62,11 @@ export interface PeerWireOptions {
   reqq?: number;
   /** Clock in ms (default Date.now, or clock.now); the keep-alive/idle timer only polls it. */
   now?: () => number;
+  /**
+   * needsDrain turns true once this many bytes are queued in the socket (default 1 MiB). The socket's own
+   * 16 KiB high-water mark would make a paced uploader stall every block; 'drain' fires when the queue empties.
+   */
+  writeBufferSize?: number;
   /** Injected clock (core/clock.ts) for the keep-alive/idle timer; default: real timers. */
   clock?: Clock;
 }
@@ -144,6 +149,7 @@ export class PeerWire extends EventEmitter {
   private lastSentAt: number;
   private timer: Timer | undefined;
   private readonly clock: Clock | undefined;
+  private readonly writeBufferSize: number;
   private corked = false;
   private parsing = false;
   private awaitingLocalHandshake = false;
@@ -174,6 +180,7 @@ export class PeerWire extends EventEmitter {
       maxBitfieldLength: opts.maxBitfieldLength,
     });
     this.clock = opts.clock;
+    this.writeBufferSize = Math.max(this.socket.writableHighWaterMark, opts.writeBufferSize ?? 1024 * 1024);
     this.now = opts.now ?? (opts.clock ? () => opts.clock!.now() : Date.now);
     this.lastRecvAt = this.lastSentAt = this.now();
 
@@ -235,8 +242,7 @@ export class PeerWire extends EventEmitter {
   }
   /** True when the caller should wait for 'drain' before queueing more piece data. */
   get needsDrain(): boolean {
-    const s = this.socket as Duplex & { writableNeedDrain?: boolean };
-    return s.writableNeedDrain ?? this.socket.writableLength >= this.socket.writableHighWaterMark;
+    return this.socket.writableLength >= this.writeBufferSize;
   }
 
   pauseReading(): void {
