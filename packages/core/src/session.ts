@@ -163,7 +163,6 @@ export class Session extends EventEmitter {
         wire.destroy();
         return;
       }
-      (wire as unknown as { peerId?: Buffer }).peerId = peerId;
       this.connections++;
       torrent.installExtensions(wire);
       wire.sendHandshake(infoHash);

@@ -115,6 +115,11 @@ export interface TorrentOptions {
   pex?: boolean;
 }
 
+/** A number unique per (piece, offset): offsets below 2^32 and piece counts below 2^21 fit a safe integer. */
+function blockKey(index: number, begin: number): number {
+  return index * 4294967296 + begin;
+}
+
 interface PieceInProgress {
   buf: Buffer;
   received: number;
@@ -129,7 +134,8 @@ export class Peer {
   rawBitfield: Buffer | undefined;
   hasAll = false;
   hasNone = false;
-  readonly outstanding = new Map<string, BlockRequest>();
+  /** Requests we sent this peer, keyed by blockKey(). */
+  readonly outstanding = new Map<number, BlockRequest>();
   readonly uploadQueue: BlockRequest[] = [];
   readonly downRate: RateMeter;
   readonly upRate: RateMeter;
@@ -484,8 +490,7 @@ export class Torrent extends EventEmitter {
     };
     if (outgoing) wire.once('handshake', onHandshake);
     else {
-      const pid = (wire as unknown as { peerId?: Buffer }).peerId;
-      if (pid) peer.remotePeerId = pid.toString('hex');
+      if (wire.peerId) peer.remotePeerId = wire.peerId.toString('hex');
       this.sendOurBitfield(peer);
       this.sendDhtPort(peer);
     }
@@ -529,7 +534,7 @@ export class Torrent extends EventEmitter {
       this.fillRequests(peer);
     });
     wire.on('reject', (index: number, begin: number, length: number) => {
-      const k = `${index}:${begin}`;
+      const k = blockKey(index, begin);
       const req = peer.outstanding.get(k);
       if (!req || req.length !== length) return;
       peer.outstanding.delete(k);
@@ -554,7 +559,8 @@ export class Torrent extends EventEmitter {
       if (!this.isPrivate && port > 0) this.deps.dht?.addNode?.({ host: address.host, port });
     });
     wire.on('drain', () => this.serveUploads(peer));
-    wire.on('error', () => {});
+    // The wire closes itself on protocol violations and on exceptions in our own handlers: keep the reason.
+    wire.on('error', (err: Error) => this.emit('peer-error', peer.key, err));
     wire.once('close', () => this.onPeerClose(peer));
   }
 
@@ -653,18 +659,7 @@ export class Torrent extends EventEmitter {
 
   private updateInterest(peer: Peer): void {
     if (!this.metainfo || !this.have || !this.wanted) return;
-    let interested = false;
-    if (!this.isComplete()) {
-      if (peer.hasAll) interested = true;
-      else if (peer.has) {
-        for (let i = 0; i < this.metainfo.pieceCount; i++) {
-          if (peer.has.get(i) && !this.have.get(i) && this.wanted.get(i)) {
-            interested = true;
-            break;
-          }
-        }
-      }
-    }
+    const interested = !this.isComplete() && this.picker!.isInteresting({ has: (i: number) => peer.hasPiece(i), hasAll: peer.hasAll });
     if (interested && !peer.wire.amInterested) peer.wire.interested();
     else if (!interested && peer.wire.amInterested) peer.wire.notInterested();
     if (interested) this.fillRequests(peer);
@@ -681,7 +676,8 @@ export class Torrent extends EventEmitter {
     const target = Math.max(8, Math.min(500, Math.ceil(peer.downRate.rate() / BLOCK_SIZE)));
     peer.pipeline = Math.max(peer.pipeline, target);
     const want = peer.pipeline - peer.outstanding.size;
-    if (want <= 0) return;
+    // Refill in batches (a quarter of the pipeline at a time) rather than one request per block received.
+    if (want <= 0 || (peer.outstanding.size > 0 && want < Math.max(1, peer.pipeline >> 2))) return;
     const reqs = picker.pickBlocks(
       {
         id: peer.key,
@@ -697,14 +693,14 @@ export class Torrent extends EventEmitter {
         picker.requestCancelled(r, peer.key);
         continue;
       }
-      peer.outstanding.set(`${r.index}:${r.begin}`, r);
+      peer.outstanding.set(blockKey(r.index, r.begin), r);
       peer.wire.request(r.index, r.begin, r.length);
     }
   }
 
   private onBlock(peer: Peer, index: number, begin: number, block: Buffer): void {
     const meta = this.metainfo;
-    const k = `${index}:${begin}`;
+    const k = blockKey(index, begin);
     const req = peer.outstanding.get(k);
     peer.lastPieceAt = this.deps.clock.now();
     peer.snubbed = false;
@@ -732,14 +728,16 @@ export class Torrent extends EventEmitter {
     let contributors = this.contributors.get(index);
     if (!contributors) this.contributors.set(index, (contributors = new Set()));
     contributors.add(peer.key);
-    const result = this.picker.blockReceived(req, peer.key) as { pieceComplete: boolean; cancel?: { peerId: string }[] | string[] };
+    const result = this.picker.blockReceived(req, peer.key);
     // End-game duplicates: cancel the same block at the other peers.
-    const cancels = (result as { cancel?: unknown }).cancel as (string | { peerId: string })[] | undefined;
-    if (cancels) {
-      for (const c of cancels) {
-        const other = this.peers.get(typeof c === 'string' ? c : c.peerId);
-        if (other && other.outstanding.delete(k)) other.wire.cancel(index, begin, block.length);
-      }
+    for (const otherKey of result.cancel) {
+      const other = this.peers.get(otherKey);
+      if (other && other.outstanding.delete(k)) other.wire.cancel(index, begin, block.length);
+    }
+    if (result.duplicate) {
+      this.wastedBytes += block.length;
+      this.fillRequests(peer);
+      return;
     }
     if (result.pieceComplete) {
       this.inProgress.delete(index);
@@ -798,9 +796,7 @@ export class Torrent extends EventEmitter {
   }
 
   private peerHasWanted(peer: Peer): boolean {
-    const meta = this.metainfo!;
-    for (let i = 0; i < meta.pieceCount; i++) if (peer.hasPiece(i) && !this.have!.get(i) && this.wanted!.get(i)) return true;
-    return false;
+    return this.picker!.isInteresting({ has: (i: number) => peer.hasPiece(i), hasAll: peer.hasAll });
   }
 
   private onHashFailure(index: number): void {

@@ -61,14 +61,14 @@ interface StateFile {
   nodes: { host: string; port: number; id: string }[];
 }
 
-async function resolveAll(addrs: PeerAddress[], family: 4 | 6 = 4): Promise<PeerAddress[]> {
-  const out: PeerAddress[] = [];
+async function resolveAll<T extends PeerAddress>(addrs: T[], family: 4 | 6 = 4): Promise<T[]> {
+  const out: T[] = [];
   await Promise.all(
     addrs.map(async (a) => {
       if (isIP(a.host)) return out.push(a);
       try {
         const r = await dnsLookup(a.host, { family });
-        out.push({ host: r.address, port: a.port });
+        out.push({ ...a, host: r.address });
       } catch {
         /* unresolvable bootstrap name: skip */
       }
@@ -92,6 +92,8 @@ export class Dht extends EventEmitter {
   /** Stats of the most recent lookup (for benchmarks and the CLI). */
   lastLookup?: LookupStats;
   private closed = false;
+  /** The bootstrap in progress: lookups wait for it so early calls do not run on an empty table. */
+  private booting: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly transport: DhtTransport,
@@ -109,7 +111,8 @@ export class Dht extends EventEmitter {
     return this.node6 ? [this.node, this.node6] : [this.node];
   }
 
-  private nodeFor(host: string): DhtNode | undefined {
+  /** The node of `host`'s address family. */
+  nodeFor(host: string): DhtNode | undefined {
     return this.nodes().find((n) => n.family === familyOf(host));
   }
 
@@ -136,7 +139,18 @@ export class Dht extends EventEmitter {
   }
 
   /** Bootstrap from addresses (also done by createDht); resolves once the self-lookups finished, with the node count. */
-  async bootstrap(addrs: PeerAddress[]): Promise<number> {
+  bootstrap(addrs: (PeerAddress & { id?: Buffer })[]): Promise<number> {
+    const p = this.runBootstrap(addrs);
+    this.booting = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Resolves once any bootstrap in progress has finished. */
+  whenReady(): Promise<void> {
+    return this.booting.then(() => undefined);
+  }
+
+  private async runBootstrap(addrs: (PeerAddress & { id?: Buffer })[]): Promise<number> {
     await Promise.all(
       this.nodes().map(async (node) => {
         const mine = (await resolveAll(addrs, node.family)).filter((a) => familyOf(a.host) === node.family);
@@ -167,9 +181,13 @@ export class Dht extends EventEmitter {
     };
     for (const node of this.nodes()) add(node.peerStore.get(infoHash, 200, node.rng));
     const lookups: Lookup[] = [];
-    const onAbort = () => lookups.forEach((l) => l.cancel());
+    let aborted = false;
+    const onAbort = () => {
+      aborted = true;
+      lookups.forEach((l) => l.cancel());
+    };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    return Promise.all(
+    return this.booting.then(() => aborted ? [] : Promise.all(
       this.nodes().map(
         (node) =>
           new Promise<void>((resolve) => {
@@ -182,7 +200,7 @@ export class Dht extends EventEmitter {
             );
           }),
       ),
-    ).then(() => {
+    )).then(() => {
       opts.signal?.removeEventListener('abort', onAbort);
       return [...all.values()];
     });
@@ -197,7 +215,7 @@ export class Dht extends EventEmitter {
   announceCount(infoHash: Buffer, port: number | 'implied'): Promise<number> {
     if (infoHash.length !== 20) return Promise.reject(new RangeError('info-hash must be 20 bytes'));
     if (port !== 'implied' && (!Number.isInteger(port) || port < 1 || port > 65535)) return Promise.reject(new RangeError(`invalid port ${port}`));
-    return Promise.all(
+    return this.booting.then(() => Promise.all(
       this.nodes().map(
         (node) =>
           new Promise<number>((resolve) =>
@@ -207,11 +225,12 @@ export class Dht extends EventEmitter {
             }),
           ),
       ),
-    ).then((counts) => counts.reduce((a, b) => a + b, 0));
+    )).then((counts) => counts.reduce((a, b) => a + b, 0));
   }
 
   /** BEP 44 put (immutable: {v}; mutable: {v, keyPair, seq, salt?, cas?}). Resolves with the target and how many nodes stored it. */
-  put(opts: DhtPutOptions): Promise<{ target: Buffer; stored: number }> {
+  async put(opts: DhtPutOptions): Promise<{ target: Buffer; stored: number }> {
+    await this.booting;
     return new Promise((resolve, reject) => {
       try {
         this.node.putItem(opts, (stored, target) => resolve({ target, stored }));
@@ -222,8 +241,9 @@ export class Dht extends EventEmitter {
   }
 
   /** BEP 44 get: a verified item or null. For mutable items pass the salt used at put. */
-  get(target: Buffer, opts: { salt?: Buffer; seq?: number } = {}): Promise<DhtItem | null> {
-    if (target.length !== 20) return Promise.reject(new RangeError('target must be 20 bytes'));
+  async get(target: Buffer, opts: { salt?: Buffer; seq?: number } = {}): Promise<DhtItem | null> {
+    if (target.length !== 20) throw new RangeError('target must be 20 bytes');
+    await this.booting;
     return new Promise((resolve) => {
       this.node.getItem(target, opts, (item, r: LookupResult) => {
         this.lastLookup = r.stats;
@@ -322,8 +342,10 @@ export async function createDht(opts: CreateDhtOptions = {}): Promise<Dht> {
   };
   selfAddrs(dht.node, host, transport.port);
   selfAddrs(dht.node6, typeof opts.ipv6 === 'string' ? opts.ipv6 : '::', transport6?.port);
-  const seeds = [...(opts.bootstrap ?? [])];
-  if (state) for (const n of state.nodes) seeds.push({ host: n.host, port: n.port });
+  // Saved nodes come back with their IDs: the bootstrap lookup queries the closest, the rest are pinged.
+  const saved = (state?.nodes ?? []).map((n) => ({ host: n.host, port: n.port, id: Buffer.from(n.id, 'hex') }));
+  const seeds: (PeerAddress & { id?: Buffer })[] = [...(opts.bootstrap ?? []), ...saved];
+  for (const n of saved.slice(0, 64)) dht.nodeFor(n.host)?.addNode(n);
   const boot = seeds.length > 0 ? dht.bootstrap(seeds).then(() => dht.emit('ready')) : Promise.resolve();
   if (opts.waitForBootstrap) await boot;
   return dht;

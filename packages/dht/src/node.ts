@@ -5,7 +5,7 @@
  * API lives in dht.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { encode, type BencodeDict, type BencodeValue, type EncodableValue, type PeerAddress } from '@bitorrent/core';
+import { encode, decode, type BencodeDict, type BencodeValue, type EncodableValue, type PeerAddress } from '@bitorrent/core';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { compareDistance, isLocalAddress, isSecureNodeId, randomIdInBucket, secureNodeId, ID_LEN, type Rng } from './id.js';
 import {
@@ -99,8 +99,8 @@ export interface LookupOptions {
   kind: LookupKind;
   /** Extra query arguments (e.g. 'seq' for get). */
   args?: Record<string, EncodableValue>;
-  /** Extra nodes to query first (bootstrap addresses, IDs unknown). */
-  seeds?: PeerAddress[];
+  /** Extra nodes to query (bootstrap addresses with IDs unknown are queried first; at most 32 of those). */
+  seeds?: (PeerAddress & { id?: Buffer })[];
   onPeers?: (peers: PeerAddress[]) => void;
   /** Every response (after the generic checks), e.g. to extract BEP 44 values. */
   onResponse?: (r: BencodeDict, from: NodeInfo) => void;
@@ -176,7 +176,11 @@ export class Lookup {
 
   constructor(private node: DhtNode, readonly target: Buffer, private opts: LookupOptions) {
     this.started = node.clock.now();
-    for (const s of opts.seeds ?? []) this.addCandidate(null, s.host, s.port, 1);
+    let idless = 0;
+    for (const s of opts.seeds ?? []) {
+      if (s.id && s.id.length === ID_LEN) this.addCandidate(s.id, s.host, s.port, 1);
+      else if (idless++ < 32) this.addCandidate(null, s.host, s.port, 1);
+    }
     for (const n of node.table.closest(target, node.k * 2)) this.addCandidate(n.id, n.host, n.port, 1);
   }
 
@@ -429,7 +433,7 @@ export class DhtNode {
   }
 
   /** Start (or restart) from bootstrap addresses: a lookup of our own ID fills the routing table. */
-  bootstrap(addrs: PeerAddress[], onDone?: (result: LookupResult) => void): Lookup {
+  bootstrap(addrs: (PeerAddress & { id?: Buffer })[], onDone?: (result: LookupResult) => void): Lookup {
     for (const a of addrs) if (!this.bootstrapAddrs.some((b) => b.host === a.host && b.port === a.port)) this.bootstrapAddrs.push(a);
     return this.lookup(this.id, { kind: 'find_node', seeds: addrs, onDone });
   }
@@ -739,7 +743,7 @@ export class DhtNode {
     }
     if (encV.length > MAX_ITEM_VALUE) return this.replyError(q, from, ErrorCode.MessageTooBig, 'Message (v field) too big');
     if (a.k === undefined) {
-      this.items.set(immutableTarget(a.v), { v: a.v });
+      this.items.set(immutableTarget(a.v), { v: decode(encV) }); // fresh copy, not a view of the datagram
       return this.reply(q, from, {});
     }
     const k = a.k, sig = a.sig, seq = a.seq;
@@ -755,7 +759,7 @@ export class DhtNode {
       if (typeof a.cas === 'number' && a.cas !== cur.seq) return this.replyError(q, from, ErrorCode.CasMismatch, 'the CAS hash mismatched, re-read value and try again');
       if (seq < cur.seq) return this.replyError(q, from, ErrorCode.SeqTooSmall, 'sequence number less than current');
     }
-    this.items.set(target, { v: a.v, k: Buffer.from(k), seq, sig: Buffer.from(sig), salt });
+    this.items.set(target, { v: decode(encV), k: Buffer.from(k), seq, sig: Buffer.from(sig), salt });
     this.reply(q, from, {});
   }
 

@@ -106,7 +106,7 @@ export class RoutingTable {
     }
     if (this.restrictIps && !isLocalAddress(info.host) && this.byIp.has(info.host)) return 'rejected';
     const node: RoutingNode = {
-      id: info.id,
+      id: Buffer.from(info.id), // copy: do not pin the whole datagram the ID was sliced from
       host: info.host,
       port: info.port,
       lastResponse: responded ? now : 0,

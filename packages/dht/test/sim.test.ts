@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PeerAddress } from '@bitorrent/core';
-import { buildSimSwarm, seededRng, randInt, generateKeyPair, mutableTarget, type LookupResult, type DhtItem, type SimSwarm } from '../src/index.js';
+import { buildSimSwarm, seededRng, randInt, generateKeyPair, mutableTarget, DhtNode, isSecureNodeId, type LookupResult, type DhtItem, type SimSwarm } from '../src/index.js';
 
 function run<T>(sw: SimSwarm, start: (done: (v: T) => void) => void): T {
   let out: { v: T } | undefined;
@@ -90,4 +90,22 @@ test('churn: after a third of the nodes die, the table refresh keeps lookups wor
     return i >= 50 && i < 100 && x.fails === 0 && x.lastResponse > sw.clock.now() - 10 * 60_000;
   }).length, 0);
   assert.equal(deadInTables, 0, 'no dead node is counted as recently good');
+});
+
+test('BEP 42: a node with a random ID adopts a secure ID once responders agree on its external IP', () => {
+  const rng = seededRng(42);
+  const sw = buildSimSwarm({ nodes: 40, rng });
+  const addr = { host: '77.1.2.3', port: 6881 };
+  const node = new DhtNode({ transport: sw.net.createTransport(addr), clock: sw.clock, rng });
+  const before = Buffer.from(node.id);
+  assert.ok(!isSecureNodeId(before, addr.host));
+  run(sw, (done) => node.bootstrap([sw.addrs[0], sw.addrs[1]], done));
+  sw.clock.advance(30_000);
+  assert.equal(node.externalIp, '77.1.2.3');
+  assert.ok(isSecureNodeId(node.id, addr.host));
+  assert.ok(!node.id.equals(before));
+  assert.ok(node.nodeCount() > 5, 'table rebuilt around the new ID');
+  // Other nodes see it as verified.
+  const seen = sw.nodes.flatMap((n) => n.table.all()).filter((x) => x.host === addr.host && x.id.equals(node.id));
+  assert.ok(seen.length > 0 && seen.every((x) => x.verified));
 });

@@ -193,47 +193,55 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     clearInterval(timer);
     timer = undefined;
 
-    // Let in-flight payments and channel opens land (bounded), then the seeder closes every channel it holds a
-    // payment on, with the last state.
-    const agents = peers.map((p) => p.agent).filter((a): a is SpeedAgent => !!a);
-    const paidAll = () => agents.reduce((s, a) => s + a.totalPaid(), 0n);
-    const earnedAll = () => seeder.agent!.provider.totalEarned();
-    for (let i = 0; i < 200 && (paidAll() !== earnedAll() || agents.some((a) => a.busy())); i++) await new Promise((r) => setTimeout(r, 25));
-    await seeder.agent!.shutdown();
+    // Let in-flight payments and channel opens land (bounded), then every provider (the seeder, and leechers that
+    // sold slots to bidders too) closes every channel it holds a payment on, with the last state.
+    const all = [seeder, ...peers];
+    const agents = all.map((p) => p.agent).filter((a): a is SpeedAgent => !!a);
+    const signedAll = () => agents.reduce((s, a) => s + a.totalPaid(), 0n);
+    const earnedAll = () => agents.reduce((s, a) => s + a.provider.totalEarned(), 0n);
+    for (let i = 0; i < 200 && (signedAll() !== earnedAll() || agents.some((a) => a.busy())); i++) await new Promise((r) => setTimeout(r, 25));
+    await Promise.all(agents.map((a) => a.shutdown()));
     const rows = [];
-    let paidTotal = 0n;
     let unusedEscrow = 0n;
-    for (const p of peers) {
+    let netSum = 0n;
+    let consistent = true;
+    for (const p of all) {
       const bal = (await ledger.account(p.keys.publicKey)).balance;
       // Channels opened but never paid on stay open until they expire, then return to the requester in full.
       const escrow = (await ledger.channels(p.keys.publicKey)).filter((c) => c.status === 'open' && c.requester.equals(p.keys.publicKey)).reduce((s, c) => s + c.deposit, 0n);
       unusedEscrow += escrow;
-      const spent = p.startBalance - bal - escrow;
-      paidTotal += spent;
+      const net = bal + escrow - p.startBalance;
+      netSum += net;
+      // What providers accepted from this peer, and what this peer accepted as a provider.
+      const key = p.keys.publicKey.toString('hex');
+      const paid = agents.reduce((s, a) => s + (a.provider.account(key)?.earned ?? 0n), 0n);
+      const earned = p.agent?.provider.totalEarned() ?? 0n;
+      if (net !== earned - paid) consistent = false;
       const s = p.torrent!.stats();
-      rows.push({ peer: p.name, kind: p.kind, downloaded: s.downloaded, seconds: p.doneAt ? (p.doneAt - started) / 1000 : null, paid: spent });
+      rows.push({ peer: p.name, kind: p === seeder ? 'seeder' : p.kind, downloaded: s.downloaded, uploaded: s.uploaded, seconds: p === seeder ? null : p.doneAt ? (p.doneAt - started) / 1000 : null, paid, earned });
     }
-    const seederGain = (await ledger.account(seeder.keys.publicKey)).balance - seeder.startBalance;
     const info = await ledger.ledgerInfo();
-    // Tokens are conserved and the seeder's ledger gain is exactly what requesters' wallets lost. (A payment signed
-    // but still in a socket buffer when a peer quits is never received, so signed ≥ accepted.)
-    const ok = seederGain === paidTotal && paidTotal === earnedAll() && paidAll() >= paidTotal && info.supply === supply && peers.every((p) => p.doneAt !== undefined);
+    const leechers = rows.filter((r) => r.kind !== 'seeder');
+    // Every wallet moved by exactly (accepted earnings − accepted payments), nothing was created or lost.
+    // (A payment signed but still in a socket buffer when a peer quits is never received, so signed ≥ accepted.)
+    const ok = consistent && netSum === 0n && info.supply === supply && signedAll() >= earnedAll() && peers.every((p) => p.doneAt !== undefined);
     const median = (xs: number[]) => {
       const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
       return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
     };
-    const mb = median(rows.filter((r) => r.kind === 'bidder').map((r) => r.seconds ?? Infinity));
-    const mf = median(rows.filter((r) => r.kind !== 'bidder').map((r) => r.seconds ?? Infinity));
+    const mb = median(leechers.filter((r) => r.kind === 'bidder').map((r) => r.seconds ?? Infinity));
+    const mf = median(leechers.filter((r) => r.kind !== 'bidder').map((r) => r.seconds ?? Infinity));
     if (values.json) {
-      console.log(JSON.stringify({ ok, rows: rows.map((r) => ({ ...r, paid: r.paid.toString() })), seederEarned: seederGain.toString(), medianBidderS: mb, medianOthersS: mf }));
+      console.log(JSON.stringify({ ok, rows: rows.map((r) => ({ ...r, paid: r.paid.toString(), earned: r.earned.toString() })), medianBidderS: mb, medianOthersS: mf }));
     } else {
       log('');
-      log(`${'peer'.padEnd(10)} ${'kind'.padEnd(7)} ${'downloaded'.padStart(10)} ${'time'.padStart(8)} ${'paid (BTT)'.padStart(24)}`);
-      for (const r of rows) log(`${r.peer.padEnd(10)} ${r.kind.padEnd(7)} ${fmtBytes(r.downloaded).padStart(10)} ${(r.seconds === null ? 'n/a' : `${r.seconds.toFixed(1)}s`).padStart(8)} ${formatBtt(r.paid).padStart(24)}`);
-      log(`${'seeder'.padEnd(10)} ${'earned'.padEnd(7)} ${''.padStart(10)} ${''.padStart(8)} ${formatBtt(seederGain).padStart(24)}`);
+      log(`${'peer'.padEnd(10)} ${'kind'.padEnd(7)} ${'down'.padStart(9)} ${'up'.padStart(9)} ${'time'.padStart(7)} ${'paid (BTT)'.padStart(24)} ${'earned (BTT)'.padStart(24)}`);
+      for (const r of rows) {
+        log(`${r.peer.padEnd(10)} ${r.kind.padEnd(7)} ${fmtBytes(r.downloaded).padStart(9)} ${fmtBytes(r.uploaded).padStart(9)} ${(r.seconds === null ? '' : `${r.seconds.toFixed(1)}s`).padStart(7)} ${formatBtt(r.paid).padStart(24)} ${formatBtt(r.earned).padStart(24)}`);
+      }
       log('');
       log(`median completion: bidders ${mb.toFixed(1)}s, others ${mf.toFixed(1)}s`);
-      log(`ledger check: seeder earned ${formatBtt(seederGain)}, wallets paid ${formatBtt(paidTotal)}, payments signed ${formatBtt(paidAll())}; supply ${info.supply === supply ? 'unchanged' : 'CHANGED'} → ${ok ? 'OK' : 'MISMATCH'}`);
+      log(`ledger check: every wallet moved by exactly its accepted earnings − payments (${formatBtt(earnedAll())} BTT paid in total); supply ${info.supply === supply ? 'unchanged' : 'CHANGED'} → ${ok ? 'OK' : 'MISMATCH'}`);
       if (info.openChannels > 0) log(`${info.openChannels} channel(s) opened but never paid on stay open until expiry; their ${formatBtt(unusedEscrow)} BTT then return to the requesters.`);
     }
     return ok ? 0 : 1;

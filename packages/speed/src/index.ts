@@ -7,3 +7,4 @@ export * from './auction.js';
 export * from './bidder.js';
 export * from './payments.js';
 export * from './extension.js';
+export * from './agent.js';
