@@ -35,13 +35,13 @@ export class SqliteStorage implements LedgerStorage {
     this.db = new Database(path);
   }
 
-  private call(msg: Record<string, unknown>): Promise<void> {
+  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<void> {
     const w = this.worker!;
     if (this.workerError) return Promise.reject(this.workerError);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      w.postMessage({ ...msg, id });
+      w.postMessage({ ...msg, id }, transfer);
     });
   }
 
@@ -89,10 +89,27 @@ export class SqliteStorage implements LedgerStorage {
 
   async append(rows: JournalRow[]): Promise<void> {
     if (this.worker) {
-      return this.call({
-        type: 'append',
-        rows: rows.map((r) => [r.seq, r.entry, r.hash, r.accounts[0] ?? null, r.accounts[1] ?? null, r.checkpoint?.digest ?? null, r.checkpoint?.sig ?? null]),
-      });
+      // One packed, transferred buffer per batch: [seq u64][flags u8][len u32][entry][hash 32][a1 32]?[a2 32]?[digest 32 + sig 64]?
+      let size = 0;
+      for (const r of rows) size += 13 + r.entry.length + 32 + 32 * Math.min(2, r.accounts.length) + (r.checkpoint ? 96 : 0);
+      const buf = Buffer.allocUnsafe(size);
+      let o = 0;
+      for (const r of rows) {
+        const n = Math.min(2, r.accounts.length);
+        buf.writeBigUInt64BE(BigInt(r.seq), o);
+        buf[o + 8] = n | (r.checkpoint ? 4 : 0);
+        buf.writeUInt32BE(r.entry.length, o + 9);
+        o += 13;
+        o += r.entry.copy(buf, o);
+        o += r.hash.copy(buf, o);
+        for (let i = 0; i < n; i++) o += r.accounts[i]!.copy(buf, o);
+        if (r.checkpoint) {
+          o += r.checkpoint.digest.copy(buf, o);
+          o += r.checkpoint.sig.copy(buf, o);
+        }
+      }
+      const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+      return this.call({ type: 'append', packed: ab }, [ab]);
     }
     // better-sqlite3 is synchronous: COMMIT returns after SQLite's fsync (synchronous=FULL).
     this.tx(rows);

@@ -40,13 +40,14 @@ export class Verifier {
     if (this.workers.length === 0 || this.closed) return Promise.resolve(items.map((x) => verify(x.msg, x.sig, x.pub)));
     return new Promise((resolve) => {
       this.queue.push({ items, resolve });
-      if (!this.scheduled) {
+      if (!this.scheduled && this.inflight.size === 0) {
         this.scheduled = true;
         setImmediate(() => this.flush());
       }
     });
   }
 
+  /** Send everything queued, split over the workers. While a flush is in flight the queue grows (natural batching). */
   private flush(): void {
     this.scheduled = false;
     const q = this.queue;
@@ -106,6 +107,7 @@ export class Verifier {
       verdicts.push(v);
     }
     f.onDone(() => f.parts.forEach((p, j) => p.resolve(verdicts[j]!)));
+    if (this.inflight.size === 0 && this.queue.length > 0 && !this.scheduled) this.flush();
   }
 
   private failAll(_e: Error): void {
