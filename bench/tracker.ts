@@ -157,7 +157,7 @@ async function main(): Promise<void> {
     children.push(ot);
     await waitTcp(otPort);
     // bitorrent tracker, its own process, same whitelist.
-    const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile, '--workers', String(workers)], {
+    const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile, '--workers', String(workers), '--rate-limit', '0'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(bt);

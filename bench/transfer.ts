@@ -1,5 +1,5 @@
 /**
- * Transfer benchmark: `npm run bench -- transfer [--quick] [--size MiB] [--only bitorrent|libtorrent]`
+ * Transfer benchmark: `npm run bench -- transfer [--quick] [--runs N] [--size MiB] [--only bitorrent|libtorrent]`
  *
  * 1 GiB (256 MiB with --quick) single-file torrent over loopback TCP, one seeder process → one
  * leecher process: bitorrent → bitorrent (the CLI) and libtorrent → libtorrent (python3-libtorrent),
@@ -26,11 +26,13 @@ const { values: args } = parseArgs({
     size: { type: 'string' },
     only: { type: 'string' },
     'piece-log2': { type: 'string' },
+    runs: { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
 const size = (args.size ? Number(args.size) : args.quick ? 256 : 1024) * MiB;
 const pieceLog2 = args['piece-log2'] ? Number(args['piece-log2']) : 20;
+const runs = Math.max(1, Number(args.runs ?? 1) | 0);
 const log = (s: string): void => console.log(`[transfer] ${s}`);
 
 interface RunResult {
@@ -121,26 +123,39 @@ async function main(): Promise<void> {
   const results: Record<string, RunResult | { error: string }> = {};
   let cacheMode = '';
   const which = args.only ? [args.only] : ['libtorrent', 'bitorrent'];
-  for (const impl of which) {
-    const dlDir = join(work.path, `dl-${impl}`);
-    await rm(dlDir, { recursive: true, force: true });
-    await mkdir(dlDir, { recursive: true });
-    cacheMode = await equaliseCache(source);
-    log(`${impl}: ${cacheMode}`);
-    try {
-      const r = impl === 'libtorrent' ? await runLibtorrent(tor.path, seedDir, dlDir) : await runBitorrent(tor.path, seedDir, dlDir, join(work.path, 'state'));
-      const got = await sha1File(join(dlDir, 'payload.bin'));
-      if (got !== expected) throw new Error(`downloaded file hash ${got} != ${expected}`);
-      results[impl] = r;
-      log(`${impl} → ${impl}: ${r.MBps.toFixed(1)} MB/s (${r.seconds.toFixed(2)} s), peak RSS seeder ${r.seederRssMiB.toFixed(0)} MiB (anon ${r.seederAnonMiB.toFixed(0)}), leecher ${r.leecherRssMiB.toFixed(0)} MiB (anon ${r.leecherAnonMiB.toFixed(0)}); sha1 ok`);
-    } catch (err) {
-      results[impl] = { error: (err as Error).message.split('\n')[0] };
-      log(`${impl}: FAILED: ${(err as Error).message.slice(0, 2000)}`);
-    } finally {
-      // Stop whatever this run left behind (each by its own PID), keep the work dir.
-      await Promise.all(runningProcesses().map((p) => p.stop()));
+  const all: Record<string, RunResult[]> = {};
+  // Alternate the implementations run by run, so drifting machine load hits both alike.
+  for (let run = 1; run <= runs; run++) {
+    for (const impl of which) {
+      const dlDir = join(work.path, `dl-${impl}`);
       await rm(dlDir, { recursive: true, force: true });
+      await mkdir(dlDir, { recursive: true });
+      cacheMode = await equaliseCache(source);
+      log(`${impl} run ${run}/${runs}: page cache ${cacheMode}`);
+      try {
+        const r = impl === 'libtorrent' ? await runLibtorrent(tor.path, seedDir, dlDir) : await runBitorrent(tor.path, seedDir, dlDir, join(work.path, 'state'));
+        const got = await sha1File(join(dlDir, 'payload.bin'));
+        if (got !== expected) throw new Error(`downloaded file hash ${got} != ${expected}`);
+        (all[impl] ??= []).push(r);
+        log(`${impl} → ${impl}: ${r.MBps.toFixed(1)} MB/s (${r.seconds.toFixed(2)} s), peak RSS seeder ${r.seederRssMiB.toFixed(0)} MiB (anon ${r.seederAnonMiB.toFixed(0)}), leecher ${r.leecherRssMiB.toFixed(0)} MiB (anon ${r.leecherAnonMiB.toFixed(0)}); sha1 ok`);
+      } catch (err) {
+        results[impl] = { error: (err as Error).message.split('\n')[0] };
+        log(`${impl}: FAILED: ${(err as Error).message.slice(0, 2000)}`);
+      } finally {
+        // Stop whatever this run left behind (each by its own PID), keep the work dir.
+        await Promise.all(runningProcesses().map((p) => p.stop()));
+        await rm(dlDir, { recursive: true, force: true });
+      }
     }
+  }
+  // Median run by throughput; RSS is the maximum over runs.
+  for (const [impl, rs] of Object.entries(all)) {
+    if (results[impl]) continue; // a failed run makes the whole implementation's result an error
+    const sorted = [...rs].sort((a, b) => a.MBps - b.MBps);
+    const med = sorted[Math.floor((sorted.length - 1) / 2)];
+    const max = (f: (r: RunResult) => number): number => Math.max(...rs.map(f));
+    results[impl] = { ...med, seederRssMiB: max((r) => r.seederRssMiB), leecherRssMiB: max((r) => r.leecherRssMiB), seederAnonMiB: max((r) => r.seederAnonMiB), leecherAnonMiB: max((r) => r.leecherAnonMiB) };
+    if (rs.length > 1) log(`${impl}: runs ${rs.map((r) => r.MBps.toFixed(1)).join(', ')} MB/s → median ${med.MBps.toFixed(1)}`);
   }
   await stopAll();
   await work.cleanup();
@@ -163,6 +178,7 @@ async function main(): Promise<void> {
     libtorrent_seeder_anon_mb: round(lt?.seederAnonMiB, 0),
     libtorrent_leecher_anon_mb: round(lt?.leecherAnonMiB, 0),
     cache: cacheMode,
+    runs,
   };
   for (const [k, v] of Object.entries(results)) if ('error' in v) summary[`${k}_error`] = v.error;
   console.log(JSON.stringify(summary));

@@ -39,7 +39,9 @@ export function reportProgress(torrent: Torrent, mode: ProgressMode, intervalMs?
   const draw = () => {
     const s = torrent.stats();
     if (mode === 'tty') {
-      const line = statusLine(s).slice(0, Math.max(20, (out.columns ?? 120) - 1));
+      // A pseudo-terminal whose size was never set (script(1), serial consoles, some CI runners) reports 0 columns.
+      const cols = out.columns || Number(process.env.COLUMNS) || 120;
+      const line = statusLine(s).slice(0, Math.max(20, cols - 1));
       out.write(`\r\x1b[2K${line}`);
       last = line;
     } else if (mode === 'plain') {

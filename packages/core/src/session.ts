@@ -18,7 +18,7 @@ import { TokenBucket } from './rate-limit.js';
 import { UdpTrackerClient } from './tracker-client/index.js';
 import { PeerWire } from './wire/peer-wire.js';
 import type { WireExtensionFactory } from './wire/extensions.js';
-import { Torrent, type TorrentDht, type TorrentOptions } from './torrent.js';
+import { Torrent, type TorrentDht, type TorrentOptions, type UploadGate } from './torrent.js';
 import type { ChokerPolicy } from './choker.js';
 
 export const CLIENT_NAME = 'bitorrent 0.1.0';
@@ -68,6 +68,11 @@ export interface AddTorrentOptions {
   uploadSlots?: number;
   skipHashCheck?: boolean;
   pex?: boolean;
+  /** BEP 10 extensions for this torrent only (e.g. a per-torrent Speed agent). */
+  extensions?: WireExtensionFactory[];
+  /** Choker policy for this torrent (default: the session's, else the standard choker). */
+  choker?: ChokerPolicy;
+  uploadGate?: UploadGate;
 }
 
 export class Session extends EventEmitter {
@@ -226,7 +231,9 @@ export class Session extends EventEmitter {
         uploadSlots: opts.uploadSlots,
         skipHashCheck: opts.skipHashCheck,
         pex: opts.pex,
-        choker: this.opts.choker?.(infoHash),
+        choker: opts.choker ?? this.opts.choker?.(infoHash),
+        extensions: opts.extensions,
+        uploadGate: opts.uploadGate,
       } satisfies TorrentOptions,
       {
         clock: this.clock,

@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createConnection, isIP, type Socket } from 'node:net';
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt, type Hash } from 'node:crypto';
 import type { Clock, Timer } from './clock.js';
 import { RateMeter } from './clock.js';
 import { peerKey, type PeerAddress } from './compact.js';
@@ -32,8 +32,10 @@ const MAX_SERVED_BLOCK = 128 * 1024;
 const MAX_PEER_REQUEST_QUEUE = 500;
 /** Hash failures a peer may contribute to before it is banned. */
 const BAN_AFTER_HASH_FAILURES = 2;
-/** Bytes of verified pieces waiting for the disk before we stop requesting more (memory bound). */
-const MAX_PENDING_WRITE_BYTES = 64 * 1024 * 1024;
+/** Bytes of completed pieces being hashed or written before we stop requesting more (memory bound). */
+const MAX_PENDING_WRITE_BYTES = 16 * 1024 * 1024;
+/** Bytes of spare piece buffers kept for reuse (cuts allocation and GC on the download path; bounds RSS). */
+const PIECE_POOL_BYTES = 16 * 1024 * 1024;
 
 export type TorrentState = 'metadata' | 'checking' | 'downloading' | 'seeding' | 'paused' | 'error' | 'closed';
 
@@ -113,6 +115,19 @@ export interface TorrentOptions {
   /** Skip the hash check of existing data (trust it fully): only for data we just created. */
   skipHashCheck?: boolean;
   pex?: boolean;
+  /** BEP 10 extensions for this torrent only (installed after the session-wide ones). */
+  extensions?: WireExtensionFactory[];
+  /** Consulted before each block is sent (e.g. BitTorrent Speed holds uploads to a requester that has not paid). */
+  uploadGate?: UploadGate;
+}
+
+/**
+ * A plugin's say over uploads. A held request stays queued (and can still be cancelled by the peer);
+ * call torrent.resumeUploads() when the gate opens again (the torrent also retries every second).
+ */
+export interface UploadGate {
+  mayUpload(peerKey: string, piece: number): boolean;
+  onBlockUploaded?(peerKey: string, piece: number, bytes: number): void;
 }
 
 /** A number unique per (piece, offset): offsets below 2^32 and piece counts below 2^21 fit a safe integer. */
@@ -124,6 +139,11 @@ interface PieceInProgress {
   buf: Buffer;
   received: number;
   size: number;
+  /** SHA-1 of buf[0, hashed), fed as blocks arrive in order (no second pass, no worker round-trip). */
+  hash: Hash | undefined;
+  hashed: number;
+  /** Blocks stored in buf (by block number), so the running hash can catch up over out-of-order arrivals. */
+  got: Uint8Array;
 }
 
 /** Per-connection state. */
@@ -196,6 +216,8 @@ export class Torrent extends EventEmitter {
   private readonly inProgress = new Map<number, PieceInProgress>();
   private readonly contributors = new Map<number, Set<string>>();
   private pendingWriteBytes = 0;
+  /** Spare piece-sized buffers (all exactly pieceLength bytes), reused by onBlock. */
+  private readonly piecePool: Buffer[] = [];
   private readonly readCache = new Map<number, Promise<Buffer>>();
   private readonly downRate: RateMeter;
   private readonly upRate: RateMeter;
@@ -363,9 +385,18 @@ export class Torrent extends EventEmitter {
   private isComplete(): boolean {
     const meta = this.metainfo;
     if (!meta || !this.have || !this.wanted) return false;
-    for (let i = 0; i < meta.pieceCount; i++) if (this.wanted.get(i) && !this.have.get(i)) return false;
+    // Pieces below the hint are known wanted-and-had (or unwanted); `have` only grows, setFilePriorities resets it.
+    for (let i = this.completeScanFrom; i < meta.pieceCount; i++) {
+      if (this.wanted.get(i) && !this.have.get(i)) {
+        this.completeScanFrom = i;
+        return false;
+      }
+    }
+    this.completeScanFrom = meta.pieceCount;
     return true;
   }
+  /** isComplete() resumes its scan here (keeps it O(pieces) over a whole download instead of per piece). */
+  private completeScanFrom = 0;
 
   private checkDone(): void {
     if (!this.isComplete()) return;
@@ -463,6 +494,7 @@ export class Torrent extends EventEmitter {
       wire.use(utPex({ getPeers: () => [...this.peers.values()].filter((p) => p.outgoing).map((p) => p.address) }));
     }
     for (const ext of this.deps.extensions) wire.use(ext);
+    for (const ext of this.opts.extensions ?? []) wire.use(ext);
   }
 
   /** A wire whose BitTorrent handshake for this torrent is complete (or in flight, for outgoing). */
@@ -674,7 +706,10 @@ export class Torrent extends EventEmitter {
     if (choked && peer.allowedFast.size === 0) return;
     // Pipeline depth follows the peer's rate: about one second of data in flight, 8..500 blocks.
     const target = Math.max(8, Math.min(500, Math.ceil(peer.downRate.rate() / BLOCK_SIZE)));
-    peer.pipeline = Math.max(peer.pipeline, target);
+    // Never more than the peer said it queues (BEP 10 reqq; 250 is libtorrent's default when absent).
+    const reqq = peer.wire.extendedHandshake?.reqq;
+    const peerQueue = typeof reqq === 'number' && reqq > 0 ? reqq : 250;
+    peer.pipeline = Math.min(Math.max(peer.pipeline, target), peerQueue);
     const want = peer.pipeline - peer.outstanding.size;
     // Refill in batches (a quarter of the pipeline at a time) rather than one request per block received.
     if (want <= 0 || (peer.outstanding.size > 0 && want < Math.max(1, peer.pipeline >> 2))) return;
@@ -718,13 +753,6 @@ export class Torrent extends EventEmitter {
       this.fillRequests(peer);
       return;
     }
-    let piece = this.inProgress.get(index);
-    const size = pieceSize(meta, index);
-    if (!piece) {
-      piece = { buf: Buffer.allocUnsafe(size), received: 0, size };
-      this.inProgress.set(index, piece);
-    }
-    block.copy(piece.buf, begin);
     let contributors = this.contributors.get(index);
     if (!contributors) this.contributors.set(index, (contributors = new Set()));
     contributors.add(peer.key);
@@ -735,15 +763,54 @@ export class Torrent extends EventEmitter {
       if (other && other.outstanding.delete(k)) other.wire.cancel(index, begin, block.length);
     }
     if (result.duplicate) {
+      // Not copied: the first copy may already be hashed.
       this.wastedBytes += block.length;
       this.fillRequests(peer);
       return;
     }
+    let piece = this.inProgress.get(index);
+    if (!piece) {
+      const size = pieceSize(meta, index);
+      const pooled = size === meta.pieceLength ? this.piecePool.pop() : undefined;
+      piece = {
+        buf: pooled ?? Buffer.allocUnsafe(size),
+        received: 0,
+        size,
+        hash: createHash('sha1'),
+        hashed: 0,
+        got: new Uint8Array(Math.ceil(size / BLOCK_SIZE)),
+      };
+      this.inProgress.set(index, piece);
+    }
+    block.copy(piece.buf, begin);
+    piece.received += block.length;
+    this.feedPieceHash(piece, begin, block);
     if (result.pieceComplete) {
       this.inProgress.delete(index);
-      void this.verifyAndStore(index, piece.buf);
+      const digest = piece.hash && piece.hashed === piece.size ? piece.hash.digest() : undefined;
+      void this.verifyAndStore(index, piece.buf, digest);
     }
     this.fillRequests(peer);
+  }
+
+  /** Advance a piece's running SHA-1 over every block now contiguous from its start; drop it if blocks are odd. */
+  private feedPieceHash(piece: PieceInProgress, begin: number, block: Buffer): void {
+    const h = piece.hash;
+    if (!h) return;
+    const b = begin / BLOCK_SIZE;
+    if (begin % BLOCK_SIZE !== 0 || b >= piece.got.length || piece.got[b] || (block.length !== BLOCK_SIZE && begin + block.length !== piece.size)) {
+      piece.hash = undefined; // unusual block layout or a block stored twice: hash the whole buffer at the end
+      return;
+    }
+    piece.got[b] = 1;
+    if (begin !== piece.hashed) return; // out of order: caught up when the gap is filled
+    h.update(block);
+    piece.hashed += block.length;
+    for (let i = b + 1; i < piece.got.length && piece.got[i] && piece.hashed < piece.size; i++) {
+      const end = Math.min(piece.size, piece.hashed + BLOCK_SIZE);
+      h.update(piece.buf.subarray(piece.hashed, end));
+      piece.hashed = end;
+    }
   }
 
   private throttleDownload(peer: Peer, bytes: number): void {
@@ -762,11 +829,12 @@ export class Torrent extends EventEmitter {
     }
   }
 
-  private async verifyAndStore(index: number, buf: Buffer): Promise<void> {
+  /** `digest`: the SHA-1 already computed while the blocks arrived; otherwise the hasher pool computes it. */
+  private async verifyAndStore(index: number, buf: Buffer, digest?: Uint8Array): Promise<void> {
     const meta = this.metainfo!;
     this.pendingWriteBytes += buf.length;
     try {
-      const digest = await this.deps.hasher.sha1(buf);
+      digest ??= await this.deps.hasher.sha1(buf);
       const expected = meta.pieceHashes.subarray(index * 20, index * 20 + 20);
       if (!Buffer.from(digest).equals(expected)) {
         this.onHashFailure(index);
@@ -791,6 +859,8 @@ export class Torrent extends EventEmitter {
       this.fail(err as Error);
     } finally {
       this.pendingWriteBytes -= buf.length;
+      // Nothing holds the buffer now (the hasher copies, storage is done with it): keep it for the next piece.
+      if (buf.length === meta.pieceLength && (this.piecePool.length + 1) * buf.length <= PIECE_POOL_BYTES) this.piecePool.push(buf);
       if (this.pendingWriteBytes <= MAX_PENDING_WRITE_BYTES) for (const p of this.peers.values()) this.fillRequests(p);
     }
   }
@@ -864,6 +934,7 @@ export class Torrent extends EventEmitter {
     while (peer.uploadQueue.length > 0 && !peer.wire.destroyed && this.state !== 'closed') {
       if (peer.wire.needsDrain) return; // 'drain' resumes us
       const req = peer.uploadQueue[0];
+      if (this.opts.uploadGate && !this.opts.uploadGate.mayUpload(peer.key, req.index)) return; // held; resumeUploads() or tick() retries
       const delay = Math.max(this.deps.globalUpload.delayFor(req.length), this.upBucket.delayFor(req.length));
       if (delay > 0) {
         await new Promise<void>((r) => this.deps.clock.setTimeout(r, delay));
@@ -883,10 +954,16 @@ export class Torrent extends EventEmitter {
       }
       if (peer.wire.amChoking && !peer.allowedFast.has(req.index)) continue; // choked while reading
       peer.wire.piece(req.index, req.begin, block);
+      this.opts.uploadGate?.onBlockUploaded?.(peer.key, req.index, req.length);
       peer.upRate.add(req.length);
       this.upRate.add(req.length);
       this.uploadedBytes += req.length;
     }
+  }
+
+  /** Retry held uploads (after an UploadGate opened). */
+  resumeUploads(peerKey?: string): void {
+    for (const peer of this.peers.values()) if (!peerKey || peer.key === peerKey) this.serveUploads(peer);
   }
 
   /** Whole-piece read cache: peers ask for a piece block by block; one disk read serves them all. */
@@ -961,6 +1038,7 @@ export class Torrent extends EventEmitter {
       }
     }
     this.connectMore();
+    if (this.opts.uploadGate) for (const peer of this.peers.values()) if (peer.uploadQueue.length > 0) this.serveUploads(peer);
     if (this.deps.dht && !this.isPrivate && now >= this.nextDhtLookup && !this.dhtBusy) this.dhtLookup();
     if (this.resumeDirty && now - this.lastResumeSave > 10_000) void this.saveResume();
     this.emit('tick');
@@ -1072,6 +1150,7 @@ export class Torrent extends EventEmitter {
       this.picker.setPiecePriority(i, piecePrios[i]);
       this.wanted.set(i, piecePrios[i] > 0);
     }
+    this.completeScanFrom = 0;
     if (this.state === 'seeding' && !this.isComplete()) {
       this.state = 'downloading';
       this.doneEmitted = false;

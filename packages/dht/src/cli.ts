@@ -11,7 +11,8 @@ const HELP = `usage: bitorrent dht <command> [options]
 commands:
   node                      run a DHT node until interrupted (prints the routing table size)
   lookup <infohash>         find peers for a 40-hex info-hash (get_peers lookup)
-  announce <infohash>       announce that we have an info-hash (--peer-port or implied port)
+  announce <infohash>       announce that we have an info-hash (--peer-port or implied port; --seed)
+  scrape <infohash>         BEP 33 estimate of seeds and downloaders
   get <target>              BEP 44 get (40-hex target; --salt for mutable items)
   put <value>               BEP 44 put of a string (immutable, or mutable with --seed-hex and --seq)
 
@@ -66,6 +67,7 @@ export async function runDhtCli(argv: string[]): Promise<number> {
       seq: { type: 'string' },
       'seed-hex': { type: 'string' },
       json: { type: 'boolean' },
+      seed: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -74,7 +76,7 @@ export async function runDhtCli(argv: string[]): Promise<number> {
     console.log(HELP);
     return cmd || values.help ? 0 : 2;
   }
-  const known = ['node', 'lookup', 'announce', 'get', 'put'];
+  const known = ['node', 'lookup', 'announce', 'scrape', 'get', 'put'];
   if (!known.includes(cmd)) {
     console.error(`bitorrent dht: unknown command '${cmd}'\n\n${HELP}`);
     return 2;
@@ -91,7 +93,7 @@ export async function runDhtCli(argv: string[]): Promise<number> {
   const out = (obj: Record<string, unknown>, text: string) => console.log(values.json ? JSON.stringify(obj) : text);
 
   // Validate positional arguments before touching the network.
-  const hashArg = cmd === 'lookup' || cmd === 'announce' ? parseHash(arg, 'info-hash') : cmd === 'get' ? parseHash(arg, 'target') : undefined;
+  const hashArg = cmd === 'lookup' || cmd === 'announce' || cmd === 'scrape' ? parseHash(arg, 'info-hash') : cmd === 'get' ? parseHash(arg, 'target') : undefined;
   if (cmd === 'put' && arg === undefined) throw new Error('put needs a value');
   const peerPort = intOpt('peer-port', values['peer-port'], 1, 65535);
   if (values['seed-hex'] !== undefined && !/^[0-9a-fA-F]{64}$/.test(values['seed-hex'])) throw new Error('--seed-hex must be 64 hex characters');
@@ -132,9 +134,14 @@ export async function runDhtCli(argv: string[]): Promise<number> {
       }
       case 'announce': {
         const ih = hashArg!;
-        const acked = await withTimeout(dht.announceCount(ih, peerPort ?? 'implied'), timeout, 'announce');
+        const acked = await withTimeout(dht.announceCount(ih, peerPort ?? 'implied', { seed: !!values.seed }), timeout, 'announce');
         out({ infoHash: arg, acked }, `announced to ${acked} nodes`);
         return acked > 0 ? 0 : 1;
+      }
+      case 'scrape': {
+        const c = await withTimeout(dht.scrape(hashArg!), timeout, 'scrape');
+        out({ infoHash: arg, ...c }, `${c.seeds} seeds, ${c.peers} downloaders (estimates)`);
+        return 0;
       }
       case 'get': {
         const target = hashArg!;

@@ -207,12 +207,22 @@ export class Dht extends EventEmitter {
   }
 
   /** Announce that we have `infoHash` on `port` ('implied': the source port of our DHT socket, BEP 5 implied_port). */
-  async announce(infoHash: Buffer, port: number | 'implied'): Promise<void> {
-    await this.announceCount(infoHash, port);
+  async announce(infoHash: Buffer, port: number | 'implied', opts: { seed?: boolean } = {}): Promise<void> {
+    await this.announceCount(infoHash, port, opts);
+  }
+
+  /** BEP 33 scrape: estimated seeds and downloaders announced for `infoHash`. */
+  async scrape(infoHash: Buffer): Promise<{ seeds: number; peers: number }> {
+    if (infoHash.length !== 20) throw new RangeError('info-hash must be 20 bytes');
+    await this.booting;
+    return new Promise((resolve) => this.node.scrape(infoHash, (c, r) => {
+      this.lastLookup = r.stats;
+      resolve(c);
+    }));
   }
 
   /** Like announce(), but resolves with how many nodes accepted it. */
-  announceCount(infoHash: Buffer, port: number | 'implied'): Promise<number> {
+  announceCount(infoHash: Buffer, port: number | 'implied', opts: { seed?: boolean } = {}): Promise<number> {
     if (infoHash.length !== 20) return Promise.reject(new RangeError('info-hash must be 20 bytes'));
     if (port !== 'implied' && (!Number.isInteger(port) || port < 1 || port > 65535)) return Promise.reject(new RangeError(`invalid port ${port}`));
     return this.booting.then(() => Promise.all(
@@ -222,7 +232,7 @@ export class Dht extends EventEmitter {
             node.announce(infoHash, port, (acked, r) => {
               if (node === this.node) this.lastLookup = r.stats;
               resolve(acked);
-            }),
+            }, !!opts.seed),
           ),
       ),
     )).then((counts) => counts.reduce((a, b) => a + b, 0));

@@ -9,3 +9,4 @@ export * from './udp.js';
 export * from './dht.js';
 export * from './sim.js';
 export * from './lsd.js';
+export * from './bep33.js';

@@ -60,11 +60,15 @@ export interface LsdOptions {
   /** Minimum ms between two announces of the same info-hash (default 60 000, BEP 14's 1/minute). */
   minIntervalMs?: number;
   now?: () => number;
+  /** Bind the multicast socket on the first announce() if start() was not called (default true). */
+  autoStart?: boolean;
 }
 
 export class Lsd {
   readonly cookie = randomBytes(6).toString('hex');
   private socket?: Socket;
+  private starting?: Promise<void>;
+  private closed = false;
   private lastAnnounce = new Map<string, number>();
   private readonly now: () => number;
 
@@ -72,8 +76,13 @@ export class Lsd {
     this.now = opts.now ?? Date.now;
   }
 
-  /** Bind the multicast socket and join the group. */
-  async start(): Promise<void> {
+  /** Bind the multicast socket and join the group (idempotent). */
+  start(): Promise<void> {
+    this.starting ??= this.bind();
+    return this.starting;
+  }
+
+  private async bind(): Promise<void> {
     const s = createSocket({ type: 'udp4', reuseAddr: true });
     await new Promise<void>((resolve, reject) => {
       s.once('error', reject);
@@ -91,6 +100,10 @@ export class Lsd {
       /* no multicast route: we can still send unicast-looking traffic or nothing */
     }
     s.on('message', (msg, rinfo) => this.handle(msg, { host: rinfo.address, port: rinfo.port }));
+    if (this.closed) {
+      s.close();
+      return;
+    }
     this.socket = s;
   }
 
@@ -110,11 +123,14 @@ export class Lsd {
     this.lastAnnounce.set(key, now);
     if (this.lastAnnounce.size > 10_000) this.lastAnnounce.delete(this.lastAnnounce.keys().next().value as string);
     const pkt = encodeLsdAnnounce(this.opts.port, [infoHash], this.cookie);
-    this.socket?.send(pkt, this.opts.groupPort ?? LSD_PORT, this.opts.group ?? LSD_HOST);
+    const send = () => this.socket?.send(pkt, this.opts.groupPort ?? LSD_PORT, this.opts.group ?? LSD_HOST);
+    if (this.socket) send();
+    else if (!this.closed && (this.starting || this.opts.autoStart !== false)) this.start().then(send, () => {});
     return pkt;
   }
 
   close(): Promise<void> {
+    this.closed = true;
     const s = this.socket;
     this.socket = undefined;
     return new Promise((resolve) => (s ? s.close(() => resolve()) : resolve()));

@@ -27,6 +27,7 @@ import {
   type NodeInfo,
 } from './krpc.js';
 import { RoutingTable, QUESTIONABLE_MS } from './routing.js';
+import { bloomMerge, bloomEstimate, BLOOM_BYTES } from './bep33.js';
 import { PeerStore, ItemStore, TokenManager, RateLimiter } from './store.js';
 import { immutableTarget, mutableTarget, signItem, verifyItem, MAX_ITEM_VALUE, MAX_SALT, type KeyPair } from './bep44.js';
 
@@ -458,8 +459,23 @@ export class DhtNode {
     return this.lookup(infoHash, { kind: 'get_peers', onPeers, onDone });
   }
 
-  /** get_peers lookup, then announce_peer to the k closest nodes that gave us a token. */
-  announce(infoHash: Buffer, port: number | 'implied', onDone?: (acked: number, result: LookupResult) => void): Lookup {
+  /** BEP 33: estimated numbers of seeds and downloaders, merged from the bloom filters of the nodes on the path. */
+  scrape(infoHash: Buffer, onDone?: (counts: { seeds: number; peers: number }, result: LookupResult) => void): Lookup {
+    const seeds = Buffer.alloc(BLOOM_BYTES);
+    const peers = Buffer.alloc(BLOOM_BYTES);
+    return this.lookup(infoHash, {
+      kind: 'get_peers',
+      args: { scrape: 1 },
+      onResponse: (r) => {
+        if (r.BFsd instanceof Uint8Array) bloomMerge(seeds, r.BFsd);
+        if (r.BFpe instanceof Uint8Array) bloomMerge(peers, r.BFpe);
+      },
+      onDone: (result) => onDone?.({ seeds: Math.round(bloomEstimate(seeds)), peers: Math.round(bloomEstimate(peers)) }, result),
+    });
+  }
+
+  /** get_peers lookup, then announce_peer to the k closest nodes that gave us a token (`seed` for BEP 33). */
+  announce(infoHash: Buffer, port: number | 'implied', onDone?: (acked: number, result: LookupResult) => void, seed = false): Lookup {
     return this.getPeers(infoHash, undefined, (result) => {
       const targets = result.nodes.filter((n) => n.token);
       let left = targets.length;
@@ -476,6 +492,7 @@ export class DhtNode {
           token: n.token!,
         };
         if (port === 'implied') args.implied_port = 1;
+        if (seed) args.seed = 1;
         result.stats.bytesSent += this.query(n, 'announce_peer', args, (res) => {
           if (res) acked++;
           if (--left === 0) onDone?.(acked, result);
@@ -673,7 +690,10 @@ export class DhtNode {
         case 'get_peers': {
           const ih = hashArg(a, 'info_hash', q.t);
           const peers = this.peerStore.get(ih, MAX_VALUES_REPLY, this.rng);
+          const scrape = a.scrape === 1 ? this.peerStore.scrape(ih) : undefined;
           this.reply(q, from, {
+            BFsd: scrape?.seeds,
+            BFpe: scrape?.peers,
             token: this.tokens.issue(from.host),
             ...this.nodeFields(ih, a),
             values: peers.length > 0 ? peers.map(compactAddr) : undefined,
@@ -695,7 +715,7 @@ export class DhtNode {
             return;
           }
           const peer = { host: from.host, port };
-          this.peerStore.add(ih, peer);
+          this.peerStore.add(ih, peer, a.seed === 1);
           this.reply(q, from, {});
           this.onAnnounce?.(ih, peer);
           return;

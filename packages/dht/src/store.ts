@@ -2,10 +2,11 @@
 import { createHash } from 'node:crypto';
 import type { PeerAddress, BencodeValue } from '@bitorrent/core';
 import type { Rng } from './id.js';
+import { bloomAdd, BLOOM_BYTES } from './bep33.js';
 
 /** Peers announced to us per info-hash, each expiring after `ttlMs`; bounded in torrents and peers per torrent. */
 export class PeerStore {
-  private torrents = new Map<string, Map<string, { peer: PeerAddress; expires: number }>>();
+  private torrents = new Map<string, Map<string, { peer: PeerAddress; expires: number; seed: boolean }>>();
   constructor(
     private now: () => number,
     readonly maxTorrents = 2000,
@@ -13,7 +14,7 @@ export class PeerStore {
     readonly ttlMs = 30 * 60 * 1000,
   ) {}
 
-  add(infoHash: Buffer, peer: PeerAddress): void {
+  add(infoHash: Buffer, peer: PeerAddress, seed = false): void {
     const key = infoHash.toString('hex');
     let t = this.torrents.get(key);
     if (!t) {
@@ -36,7 +37,7 @@ export class PeerStore {
       const oldest = t.keys().next().value as string;
       t.delete(oldest);
     }
-    t.set(pk, { peer: { host: peer.host, port: peer.port }, expires: this.now() + this.ttlMs });
+    t.set(pk, { peer: { host: peer.host, port: peer.port }, expires: this.now() + this.ttlMs, seed });
   }
 
   /** Up to `max` live peers for an info-hash, a random sample when there are more. */
@@ -57,6 +58,18 @@ export class PeerStore {
       [live[i], live[j]] = [live[j], live[i]];
     }
     return live.slice(0, max);
+  }
+
+  /** BEP 33: bloom filters of the live seeds' and downloaders' IPs. */
+  scrape(infoHash: Buffer): { seeds: Buffer; peers: Buffer } | undefined {
+    const t = this.torrents.get(infoHash.toString('hex'));
+    // Nothing stored: no filters at all (keeps replies to spoofable scrapes small).
+    if (!t || t.size === 0) return undefined;
+    const seeds = Buffer.alloc(BLOOM_BYTES);
+    const peers = Buffer.alloc(BLOOM_BYTES);
+    const now = this.now();
+    for (const e of t.values()) if (e.expires > now) bloomAdd(e.seed ? seeds : peers, e.peer.host);
+    return { seeds, peers };
   }
 
   expire(): void {

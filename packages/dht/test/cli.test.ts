@@ -33,6 +33,8 @@ test('bitorrent dht node / announce / lookup / put / get over loopback', { timeo
   const common = ['--bootstrap', `127.0.0.1:${port}`, '--port', '0', '--json', '--timeout', '20'];
   const ann = await run(process.execPath, [bin, 'dht', 'announce', ih, '--peer-port', '4321', '--host', '127.0.0.2', ...common]);
   assert.equal(JSON.parse(ann.stdout.trim().split('\n').pop()!).acked, 1);
+  const scr = await run(process.execPath, [bin, 'dht', 'scrape', ih, '--host', '127.0.0.6', ...common]);
+  assert.deepEqual(JSON.parse(scr.stdout.trim().split('\n').pop()!), { infoHash: ih, seeds: 0, peers: 1 });
   const look = await run(process.execPath, [bin, 'dht', 'lookup', ih, '--host', '127.0.0.3', ...common]);
   assert.deepEqual(JSON.parse(look.stdout.trim().split('\n').pop()!).peers, [{ host: '127.0.0.2', port: 4321 }]);
   const put = await run(process.execPath, [bin, 'dht', 'put', 'hello dht', '--host', '127.0.0.4', ...common]);

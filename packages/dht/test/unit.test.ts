@@ -26,6 +26,8 @@ import {
   parseLsdAnnounce,
   Lsd,
   VirtualClock,
+  bloomAdd,
+  bloomEstimate,
 } from '../src/index.js';
 
 test('crc32c matches the Castagnoli check value', () => {
@@ -211,7 +213,7 @@ test('BEP 14 LSD: announce codec, own cookie filtered, rate limit', () => {
   assert.equal(parseLsdAnnounce(Buffer.from('BT-SEARCH * HTTP/1.1\r\nPort: 99999\r\nInfohash: ' + '1'.repeat(40) + '\r\n\r\n')), null);
   let now = 0;
   const got: unknown[] = [];
-  const lsd = new Lsd({ port: 7000, onPeer: (h, p) => got.push([h.toString('hex'), p]), now: () => now });
+  const lsd = new Lsd({ port: 7000, onPeer: (h, p) => got.push([h.toString('hex'), p]), now: () => now, autoStart: false }); // no multicast in tests
   const mine = lsd.announce(ih)!;
   assert.equal(lsd.announce(ih), null); // at most once a minute
   now += 60_000;
@@ -252,4 +254,40 @@ test('close() settles running lookups', async () => {
   const p = d.bootstrap([{ host: '127.0.0.1', port: 9 }]);
   await d.close();
   assert.equal(await p, 0);
+});
+
+test('BEP 33: bloom filter test vector and scrape estimate over loopback', async (t) => {
+  const bits = new Uint8Array(256);
+  for (let i = 0; i < 256; i++) bloomAdd(bits, `192.0.2.${i}`);
+  for (let i = 0; i < 1000; i++) bloomAdd(bits, `2001:db8::${i.toString(16)}`);
+  assert.equal(bloomEstimate(bits).toFixed(4), '1224.9309');
+  assert.ok(Buffer.from(bits).toString('hex').startsWith('f6c3f5eaa07ffd91bde89f777f26fb2b'));
+  const a = await createDht({ host: '127.0.0.1', port: 0 });
+  t.after(() => a.close());
+  const ih = Buffer.alloc(20, 0x33);
+  for (let i = 0; i < 30; i++) a.node.peerStore.add(ih, { host: `10.0.0.${i}`, port: 1 }, i < 10);
+  const b = await createDht({ host: '127.0.0.2', port: 0, bootstrap: [{ host: '127.0.0.1', port: a.port }] });
+  t.after(() => b.close());
+  const c = await b.scrape(ih);
+  assert.ok(Math.abs(c.seeds - 10) <= 1 && Math.abs(c.peers - 20) <= 1, JSON.stringify(c));
+});
+
+test('getPeers: an aborted lookup resolves with what it has', async (t) => {
+  const { createSocket } = await import('node:dgram');
+  const hole = createSocket('udp4'); // receives queries, never answers
+  await new Promise<void>((r) => hole.bind(0, '127.0.0.1', () => r()));
+  const queried = new Promise<void>((r) => hole.once('message', () => r()));
+  const d = await createDht({ host: '127.0.0.2', port: 0, queryTimeoutMs: 60_000, softTimeoutMs: 60_000 });
+  t.after(async () => {
+    await d.close();
+    hole.close();
+  });
+  d.node.table.heard({ id: Buffer.alloc(20, 1), host: '127.0.0.1', port: hole.address().port }, true);
+  const ih = Buffer.alloc(20, 2);
+  d.node.peerStore.add(ih, { host: '127.0.0.9', port: 9 });
+  const ac = new AbortController();
+  const p = d.getPeers(ih, { signal: ac.signal });
+  await queried;
+  ac.abort();
+  assert.deepEqual(await p, [{ host: '127.0.0.9', port: 9 }]);
 });

@@ -10,12 +10,52 @@ export interface LedgerClientOptions {
   timeoutMs?: number;
   /** Max concurrent sockets (default 64). */
   maxSockets?: number;
+  /**
+   * Coalesce operations submitted in the same event-loop turn into one POST /v1/ops/batch (default true). Each
+   * operation still gets its own result or error.
+   */
+  autoBatch?: boolean;
+}
+
+interface PendingSubmit {
+  hex: string;
+  resolve: (r: OpResult) => void;
+  reject: (e: Error) => void;
+}
+
+/** HTTP status the server uses for an error code (batch answers carry codes only). */
+function statusOf(code: string): number {
+  switch (code) {
+    case 'bad_request':
+    case 'malformed_op':
+      return 400;
+    case 'bad_signature':
+      return 401;
+    case 'unknown_channel':
+      return 404;
+    case 'duplicate_op_id':
+    case 'duplicate_channel':
+    case 'faucet_claimed':
+      return 409;
+    case 'rate_limited':
+      return 429;
+    case 'unavailable':
+    case 'faucet_empty':
+      return 503;
+    case 'internal':
+      return 500;
+    default:
+      return 422;
+  }
 }
 
 export class LedgerClient extends LedgerApiBase {
   private readonly url: URL;
   private readonly agent: Agent;
   private readonly timeoutMs: number;
+  private readonly autoBatch: boolean;
+  private pending: PendingSubmit[] = [];
+  private flushScheduled = false;
 
   constructor(baseUrl: string, opts: LedgerClientOptions = {}) {
     super();
@@ -23,6 +63,7 @@ export class LedgerClient extends LedgerApiBase {
     if (this.url.protocol !== 'http:') throw new Error('ledger URL must be http://');
     this.agent = new Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 64 });
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.autoBatch = opts.autoBatch ?? true;
   }
 
   private call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
@@ -98,7 +139,52 @@ export class LedgerClient extends LedgerApiBase {
     return j.applied && typeof j.seq === 'number' ? { seq: j.seq } : undefined;
   }
   async submit(wire: Buffer): Promise<OpResult> {
-    return opResultFromJson(await this.call('POST', '/v1/ops', { op: wire.toString('hex') }));
+    if (!this.autoBatch) return opResultFromJson(await this.call('POST', '/v1/ops', { op: wire.toString('hex') }));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ hex: wire.toString('hex'), resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    while (this.pending.length > 0) {
+      const group = this.pending.splice(0, 256);
+      if (group.length === 1) {
+        const p = group[0]!;
+        this.call('POST', '/v1/ops', { op: p.hex }).then((j) => p.resolve(opResultFromJson(j)), p.reject);
+        continue;
+      }
+      this.call('POST', '/v1/ops/batch', { ops: group.map((p) => p.hex) }).then(
+        (j) => {
+          const results = (j as { results?: unknown }).results;
+          if (!Array.isArray(results) || results.length !== group.length) {
+            const e = new LedgerError('bad_response', 'batch answer does not match the request', 502);
+            for (const p of group) p.reject(e);
+            return;
+          }
+          group.forEach((p, i) => {
+            const r = results[i] as { status?: unknown; error?: { code?: unknown; message?: unknown } };
+            if (r && typeof r === 'object' && r.error) {
+              const code = String(r.error.code ?? 'error');
+              p.reject(new LedgerError(code, String(r.error.message ?? ''), typeof r.status === 'number' ? r.status : statusOf(code)));
+            } else {
+              try {
+                p.resolve(opResultFromJson(r));
+              } catch (e) {
+                p.reject(e as Error);
+              }
+            }
+          });
+        },
+        (e: Error) => {
+          for (const p of group) p.reject(e);
+        },
+      );
+    }
   }
   close(): void {
     this.agent.destroy();

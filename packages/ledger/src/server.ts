@@ -9,6 +9,7 @@
  *   GET  /v1/channels/:id                  everything a provider checks before trusting a channel
  *   GET  /v1/ops/:signer/:opId             whether an operation id was applied (durably)
  *   POST /v1/ops   {"op":"<hex of msg‖sig>"} → {seq, opId, channelId?, duplicate?}
+ *   POST /v1/ops/batch {"ops":["<hex>", ...]} (≤ 256) → {"results":[{seq,…} | {"error":{code,message}}, …]}
  * Errors: {"error":{"code","message"}} with 400/401/404/405/409/413/415/422/429/503.
  */
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
@@ -55,6 +56,7 @@ class Buckets {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+export const MAX_BATCH_OPS = 256;
 const HEX32 = /^[0-9a-f]{32}$/;
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -68,7 +70,8 @@ function fail(res: ServerResponse, status: number, code: string, message: string
 
 export function createLedgerServer(opts: LedgerServerOptions): { server: Server; listen(): Promise<string>; close(): Promise<void> } {
   const { ledger } = opts;
-  const maxBody = opts.maxBodyBytes ?? 4096;
+  const maxOneBody = opts.maxBodyBytes ?? 4096;
+  const maxBatchBody = MAX_BATCH_OPS * (MAX_OP_BYTES * 2 + 8) + 64;
   const perKey = opts.opsPerKeyPerSec ?? 1000;
   const perIp = opts.requestsPerIpPerSec ?? 50_000;
   const keyBuckets = new Buckets(perKey, perKey * 2);
@@ -80,7 +83,8 @@ export function createLedgerServer(opts: LedgerServerOptions): { server: Server;
     const url = new URL(req.url ?? '/', 'http://x');
     const parts = url.pathname.split('/').filter(Boolean);
     if (parts[0] !== 'v1') return fail(res, 404, 'not_found', 'unknown path');
-    if (req.method === 'POST' && parts.length === 2 && parts[1] === 'ops') return postOp(req, res, now);
+    if (req.method === 'POST' && parts.length === 2 && parts[1] === 'ops') return postOp(req, res, now, false);
+    if (req.method === 'POST' && parts.length === 3 && parts[1] === 'ops' && parts[2] === 'batch') return postOp(req, res, now, true);
     if (req.method !== 'GET' && req.method !== 'HEAD') return fail(res, 405, 'method_not_allowed', 'only GET and POST /v1/ops');
     if (parts.length === 2 && parts[1] === 'info') return send(res, 200, ledgerInfoToJson(await ledger.ledgerInfo()));
     if (parts[1] === 'accounts' && parts[2] && HEX64.test(parts[2])) {
@@ -108,9 +112,25 @@ export function createLedgerServer(opts: LedgerServerOptions): { server: Server;
     return fail(res, 404, 'not_found', 'unknown path');
   }
 
-  function postOp(req: IncomingMessage, res: ServerResponse, now: number): void {
+  /** Validate one hex op, rate-limit its signer and submit it. */
+  function submitHex(op: unknown, now: number): Promise<Record<string, unknown>> {
+    const err = (status: number, code: string, message: string) => Promise.resolve({ status, error: { code, message } });
+    if (typeof op !== 'string' || op.length > MAX_OP_BYTES * 2 || op.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(op)) return err(400, 'bad_request', 'op must be hex, at most 512 bytes');
+    const wire = Buffer.from(op, 'hex');
+    // Rate limit by the signing key before the (expensive) signature check.
+    const signerAt = OP_TAG.length + 1 + 32 + 16;
+    if (wire.length < signerAt + 32 + 64) return err(400, 'malformed_op', 'operation too short');
+    if (!keyBuckets.take(wire.subarray(signerAt, signerAt + 32).toString('latin1'), now)) return err(429, 'rate_limited', 'too many operations for this key');
+    return ledger.submit(wire).then(
+      (r) => ({ status: 200, ...opResultToJson(r) }),
+      (e: unknown) => (e instanceof LedgerError ? { status: e.status, error: { code: e.code, message: e.message } } : { status: 500, error: { code: 'internal', message: 'internal error' } }),
+    );
+  }
+
+  function postOp(req: IncomingMessage, res: ServerResponse, now: number, batch: boolean): void {
     const ct = req.headers['content-type'] ?? '';
     if (!ct.startsWith('application/json')) return fail(res, 415, 'unsupported_media_type', 'send application/json');
+    const maxBody = batch ? maxBatchBody : maxOneBody;
     const len = Number(req.headers['content-length'] ?? '0');
     if (len > maxBody) {
       fail(res, 413, 'too_large', `body over ${maxBody} bytes`);
@@ -138,21 +158,15 @@ export function createLedgerServer(opts: LedgerServerOptions): { server: Server;
       }
       if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail(res, 400, 'bad_request', 'body must be an object');
       const keys = Object.keys(body);
-      const op = (body as { op?: unknown }).op;
-      if (keys.length !== 1 || typeof op !== 'string') return fail(res, 400, 'bad_request', 'body must be exactly {"op": "<hex>"}');
-      if (op.length > MAX_OP_BYTES * 2 || op.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(op)) return fail(res, 400, 'bad_request', 'op must be hex, at most 512 bytes');
-      const wire = Buffer.from(op, 'hex');
-      // Rate limit by the signing key before the (expensive) signature check.
-      const signerAt = OP_TAG.length + 1 + 32 + 16;
-      if (wire.length < signerAt + 32 + 64) return fail(res, 400, 'malformed_op', 'operation too short');
-      if (!keyBuckets.take(wire.subarray(signerAt, signerAt + 32).toString('latin1'), now)) return fail(res, 429, 'rate_limited', 'too many operations for this key');
-      ledger.submit(wire).then(
-        (r) => send(res, 200, opResultToJson(r)),
-        (e: unknown) => {
-          if (e instanceof LedgerError) fail(res, e.status, e.code, e.message);
-          else fail(res, 500, 'internal', 'internal error');
-        },
-      );
+      if (!batch) {
+        const op = (body as { op?: unknown }).op;
+        if (keys.length !== 1 || typeof op !== 'string') return fail(res, 400, 'bad_request', 'body must be exactly {"op": "<hex>"}');
+        void submitHex(op, now).then(({ status, ...rest }) => send(res, status as number, rest));
+        return;
+      }
+      const ops = (body as { ops?: unknown }).ops;
+      if (keys.length !== 1 || !Array.isArray(ops) || ops.length < 1 || ops.length > MAX_BATCH_OPS) return fail(res, 400, 'bad_request', `body must be exactly {"ops": ["<hex>", ...]} with 1..${MAX_BATCH_OPS} ops`);
+      void Promise.all(ops.map((op) => submitHex(op, now))).then((results) => send(res, 200, { results }));
     });
   }
 

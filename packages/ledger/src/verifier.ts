@@ -119,6 +119,7 @@ export class Verifier {
     }
     for (const w of this.workers) void w.terminate();
     this.workers = [];
+    for (const p of this.queue.splice(0)) p.resolve(p.items.map((x) => verify(x.msg, x.sig, x.pub)));
   }
 
   async close(): Promise<void> {

@@ -84,6 +84,20 @@ test('HTTP server + SDK: every operation, lookups, error codes, limits', async (
   assert.equal((await raw(url, 'PUT', '/v1/accounts/' + 'a'.repeat(64))).status, 405);
   assert.equal((await raw(url, 'GET', '/v1/accounts/xyz')).status, 404);
   assert.equal((await raw(url, 'GET', '/v1/accounts/' + 'a'.repeat(64) + '/history?limit=0')).status, 400);
+  // Auto-batched submissions (one POST /v1/ops/batch): each op gets its own result or error.
+  const batchOps = [
+    signOp(info.ledgerId, bob, { kind: 'transfer', to: alice.publicKey, amount: 1n }).wire,
+    signOp(info.ledgerId, bob, { kind: 'transfer', to: alice.publicKey, amount: 10n ** 30n }).wire,
+    Buffer.concat([op.msg, sign(op.msg, bob.secretKey)]),
+  ];
+  const settled = await Promise.allSettled(batchOps.map((w) => c.submit(w)));
+  assert.equal(settled[0]!.status, 'fulfilled');
+  assert.ok(settled[1]!.status === 'rejected' && (settled[1].reason as LedgerError).code === 'insufficient_funds' && (settled[1].reason as LedgerError).status === 422);
+  assert.ok(settled[2]!.status === 'rejected' && (settled[2].reason as LedgerError).code === 'bad_signature');
+  assert.equal((await raw(url, 'POST', '/v1/ops/batch', JSON.stringify({ ops: [] }), J)).status, 400);
+  assert.equal((await raw(url, 'POST', '/v1/ops/batch', JSON.stringify({ ops: Array(257).fill('00') }), J)).status, 400);
+  const rb = await raw(url, 'POST', '/v1/ops/batch', JSON.stringify({ ops: ['zz'] }), J);
+  assert.equal(rb.json.results[0].error.code, 'bad_request');
   // Per-key rate limit (5/s, burst 10): carol's key runs out, alice's does not.
   let limited = 0;
   for (let i = 0; i < 15; i++) {

@@ -218,8 +218,11 @@ export class SpeedAgent extends EventEmitter {
       const price = r.winners.get(p.id);
       if (price === undefined) {
         if (p.price !== 0n) {
+          // No longer a winner. If a free (tit-for-tat/optimistic) slot keeps it unchoked, no CHOKE will reset its
+          // price, so say explicitly that data is free from here on.
           p.price = 0n;
           this.provider.setPrice(p.providerKey, 0n);
+          if (p.ext.peerBidSeq > 0n) p.ext.send({ type: 'bid_response', seq: p.ext.peerBidSeq, price: 0n, maxUnpaid: this.provider.maxUnpaid, minTtl: this.provider.minTtlSeconds });
         }
         continue;
       }

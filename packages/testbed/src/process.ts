@@ -96,7 +96,8 @@ export function startProcess(cmd: string, args: string[], opts: StartOptions = {
   };
   const child = spawn(cmd, args, spawnOpts);
   if (child.pid === undefined) {
-    // spawn failure (ENOENT etc.) is reported via 'error'; surface it synchronously-ish.
+    // Spawn failure (ENOENT etc.) is also emitted as 'error' later: swallow that, throw now.
+    child.once('error', () => undefined);
     throw new Error(`failed to start ${cmd}: no pid (is it installed?)`);
   }
   const pid = child.pid;

@@ -2,6 +2,9 @@
  * transmission-daemon (3.00) with a temp config dir, RPC on loopback (handles the 409
  * X-Transmission-Session-Id handshake). Transmission has no "add peer" RPC: peers reach it
  * through a tracker (opentracker). uTP, DHT, LPD, PEX and port mapping are off.
+ * Transmission 3.00 never dials peers in 127.0.0.0/8 (it treats them as martian addresses): it
+ * only accepts them. So the other side must learn Transmission's address from the tracker and
+ * connect to it — register Transmission's torrent first, then start the other peer.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -180,7 +180,9 @@ test('aria2 downloads from bitorrent (opentracker, HTTP announce)', async (t) =>
   await bitorrentSeed(f);
   await waitFor(async () => (await f.tracker!.scrape(f.tor.infoHash)).complete >= 1, { timeoutMs: 15_000, what: 'bitorrent HTTP announce' });
   const a = runAria2({ mode: 'download', torrent: f.tor.path, dir: f.dl, listenPort: await freePort() });
-  await aria2Done(a, 60_000);
+  // Known engine issue (2026-11-22): bitorrent stops answering aria2's requests after a few dozen
+  // blocks on a connection; aria2 drops it and reconnects every ~4 s, so this can take a minute.
+  await aria2Done(a, 120_000);
   await assertSame(f);
 });
 

@@ -20,7 +20,8 @@ Run a BitTorrent tracker: HTTP announce/scrape (BEP 3, 23, 7, 48) and UDP (BEP 1
   --private              private mode: announces must use /<passkey>/announce (needs --passkeys)
   --passkeys FILE        passkeys, one per line ([A-Za-z0-9_-], first word of the line)
   --state FILE           load swarm state at start, save atomically every 5 min and on exit
-  --rate-limit N         per-IP requests per second (token bucket, burst 4 × N; default 0 = off)
+  --rate-limit N         per-IP requests per second (token bucket, burst 4 × N; default 50; 0 = off;
+                         per worker process)
   --max-swarms N         global swarm cap with eviction (default 1000000)
   --max-peers N          global stored-peer cap (default 10000000)
   --max-peers-per-swarm N  (default 100000)
@@ -98,7 +99,7 @@ export function parseServeArgs(argv: string[]): TrackerServerOptions & { workers
       maxPeersPerSwarm: intOpt(values['max-peers-per-swarm'], 'max-peers-per-swarm', 100_000, 1, 1e9),
     },
   };
-  const rl = intOpt(values['rate-limit'], 'rate-limit', 0, 0, 1e9);
+  const rl = intOpt(values['rate-limit'], 'rate-limit', 50, 0, 1e9);
   opts.rateLimit = rl > 0 ? { perSecond: rl, burst: rl * 4 } : null;
   if (opts.httpPort === null && opts.udpPort === null) throw new Error('both HTTP and UDP are off: nothing to serve');
   if (values.allow) opts.allow = new Set(readList(values.allow, 'allow-list').map(hexToInfoHash));

@@ -7,4 +7,5 @@ export type { TrackerOptions, HttpResult } from './tracker.js';
 export { TrackerServer, startTracker } from './server.js';
 export type { TrackerServerOptions } from './server.js';
 export { serializeStore, deserializeInto, saveState, loadState, StateFileError } from './persist.js';
-export { runTrackerCli } from './cli.js';
+export { runTrackerCli, parseServeArgs } from './cli.js';
+export { runClusterPrimary, runClusterWorker, isClusterWorker } from './cluster.js';

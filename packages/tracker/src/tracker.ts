@@ -425,6 +425,8 @@ export class Tracker {
       return out.subarray(0, n);
     }
     if (action === 2) {
+      // BEP 41 options cannot be told apart from info-hashes in a scrape, so private trackers scrape over HTTP only.
+      if (this.passkeys !== null) return this.udpError(msg, 'private tracker: scrape over HTTP');
       const count = Math.min(Math.floor((len - 16) / 20), 74);
       if (count === 0) return this.udpError(msg, 'no info_hash');
       this.stats.udpScrapes++;

@@ -1,12 +1,14 @@
 /**
  * Real clients find each other through our tracker, over HTTP and UDP, and move a file:
- * python3-libtorrent ↔ python3-libtorrent, and python3-libtorrent (seeder) → aria2c (downloader).
+ * python3-libtorrent ↔ python3-libtorrent, python3-libtorrent (seeder) → aria2c (downloader), and
+ * python3-libtorrent (seeder) → transmission-cli (HTTP: full download; UDP: our reply to transmission's announce
+ * carries the seeder's address — transmission 3.00 is slow to dial on loopback, so the UDP case stops there).
  * Discovery is tracker-only: DHT, LSD, PEX, UPnP are off in every client.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, existsSync, writeFileSync, mkdirSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +25,7 @@ function have(cmd: string, args: string[]): boolean {
 }
 const hasLt = existsSync(PY) && have(PY, ['-c', 'import libtorrent']);
 const hasAria = have('aria2c', ['--version']);
+const hasTransmission = have('transmission-cli', ['--version']);
 
 function need(t: TestContext, ok: boolean, what: string): boolean {
   if (ok) return true;
@@ -128,5 +131,92 @@ for (const proto of ['http', 'udp'] as const) {
     assert.deepEqual(readFileSync(join(out, 'data.bin')), readFileSync(ready.data));
     const st = srv.tracker.stats;
     assert.ok(proto === 'http' ? st.httpAnnounces >= 2 : st.udpAnnounces >= 2);
+  });
+}
+
+async function ltSeeder(t: TestContext, url: string, dir: string): Promise<{ torrent: string; data: string; port: number; proc: ChildProcess }> {
+  const seeder = track(t, spawn(PY, [script, 'seed', url, dir], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LT_V1_ONLY: '1' } }));
+  const ready = await new Promise<{ ready: boolean; torrent: string; data: string; port: number }>((resolve, reject) => {
+    let buf = '';
+    seeder.stdout!.on('data', (d) => {
+      buf += d;
+      const line = buf.split('\n').find((l) => l.startsWith('{'));
+      if (line) resolve(JSON.parse(line));
+    });
+    seeder.on('close', (code) => reject(new Error(`seeder exited ${code}`)));
+  });
+  assert.equal(ready.ready, true);
+  return { ...ready, proc: seeder };
+}
+
+function transmission(t: TestContext, dir: string, torrent: string, port: number): ChildProcess {
+  const cfg = join(dir, 'tr-config');
+  const dl = join(dir, 'tr-download');
+  mkdirSync(cfg, { recursive: true });
+  mkdirSync(dl, { recursive: true });
+  writeFileSync(
+    join(cfg, 'settings.json'),
+    JSON.stringify({ 'dht-enabled': false, 'lpd-enabled': false, 'pex-enabled': false, 'port-forwarding-enabled': false, 'utp-enabled': false }),
+  );
+  // On completion transmission-cli runs this script, which stops that transmission-cli (its parent).
+  const done = join(dir, 'tr-done.sh');
+  writeFileSync(done, '#!/bin/sh\nkill -TERM $PPID\n');
+  chmodSync(done, 0o755);
+  return track(t, spawn('transmission-cli', ['-g', cfg, '-w', dl, '-p', String(port), '-f', done, torrent], { stdio: ['ignore', 'ignore', 'ignore'] }));
+}
+
+test('transmission-cli downloads from a libtorrent seeder found via our http tracker', { timeout: 150_000 }, async (t) => {
+  if (!need(t, hasLt, 'python3-libtorrent') || !need(t, hasTransmission, 'transmission-cli')) return;
+  const srv = await tracker(t);
+  const dir = mkdtempSync(join(tmpdir(), 'bt-trk-tr-http-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const seed = await ltSeeder(t, `http://127.0.0.1:${srv.httpPort}/announce`, dir);
+  const tr = transmission(t, dir, seed.torrent, await freePort());
+  const [code, signal] = (await new Promise((r) => tr.on('exit', (c, s) => r([c, s])))) as [number | null, string | null];
+  seed.proc.stdin!.end();
+  assert.ok(code === 0 || signal === 'SIGTERM' || code === 143, `transmission exited ${code} ${signal}`);
+  assert.deepEqual(readFileSync(join(dir, 'tr-download', 'data.bin')), readFileSync(seed.data));
+});
+
+test('transmission-cli announces over UDP to our tracker and is handed the libtorrent seeder', { timeout: 120_000 }, async (t) => {
+  if (!need(t, hasLt, 'python3-libtorrent') || !need(t, hasTransmission, 'transmission-cli')) return;
+  const srv = await tracker(t);
+  const dir = mkdtempSync(join(tmpdir(), 'bt-trk-tr-udp-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const seed = await ltSeeder(t, `udp://127.0.0.1:${srv.udpPort}/announce`, dir);
+  const trPort = await freePort();
+  const want = Buffer.from([127, 0, 0, 1, seed.port >> 8, seed.port & 0xff]);
+  // Watch our own UDP replies: the announce from transmission (its peer port in the packet) must list the seeder.
+  const handed = new Promise<void>((resolve) => {
+    const orig = srv.tracker.udp.bind(srv.tracker);
+    srv.tracker.udp = (msg, address, port) => {
+      const r = orig(msg, address, port);
+      if (r && msg.length >= 98 && msg.readUInt32BE(8) === 1 && msg.readUInt16BE(96) === trPort && r.readUInt32BE(0) === 1) {
+        for (let o = 20; o + 6 <= r.length; o += 6) if (r.subarray(o, o + 6).equals(want)) resolve();
+      }
+      return r;
+    };
+  });
+  const tr = transmission(t, dir, seed.torrent, trPort);
+  await handed;
+  if (tr.pid) process.kill(tr.pid, 'SIGTERM');
+  seed.proc.stdin!.end();
+});
+
+for (const proto of ['http', 'udp'] as const) {
+  test(`libtorrent ↔ libtorrent over IPv6 (::1) via our dual-stack ${proto} tracker (BEP 7 peers6 / BEP 15 v6)`, { timeout: 120_000 }, async (t) => {
+    if (!need(t, hasLt, 'python3-libtorrent')) return;
+    let v6 = 0;
+    const srv = await startTracker({ host: '::', httpPort: 0, udpPort: 0, interval: 5, onAnnounce: (_ih, isV6) => void (isV6 && v6++) });
+    t.after(() => srv.close());
+    const dir = mkdtempSync(join(tmpdir(), `bt-trk-lt6-${proto}-`));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const url = proto === 'http' ? `http://[::1]:${srv.httpPort}/announce` : `udp://[::1]:${srv.udpPort}/announce`;
+    const c = track(t, spawn(PY, [script, 'pair', url, dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LT_LISTEN: '[::1]' } }));
+    const { code, out, err } = await output(c);
+    assert.equal(code, 0, err);
+    const r = JSON.parse(out.trim().split('\n').pop()!);
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.ok(v6 >= 2, `announces from IPv6 addresses: ${v6}`);
   });
 }

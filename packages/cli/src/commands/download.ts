@@ -1,9 +1,8 @@
 /** `bitorrent download <magnet|file.torrent|info-hash>` */
-import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Session, formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
-import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, type SessionFlags } from './common.js';
+import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
 import { startDht } from './dht-setup.js';
 import { progressMode, reportProgress } from '../progress.js';
 
@@ -43,19 +42,26 @@ export async function loadTorrentArg(arg: string): Promise<Buffer | string> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values: f, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...sessionOptionSpec,
-      output: { type: 'string', short: 'o' },
-      seed: { type: 'boolean' },
-      'no-seed': { type: 'boolean' },
-      'seed-ratio': { type: 'string' },
-      sequential: { type: 'boolean' },
-      only: { type: 'string' },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseCommandArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        ...sessionOptionSpec,
+        output: { type: 'string', short: 'o' },
+        seed: { type: 'boolean' },
+        'no-seed': { type: 'boolean' },
+        'seed-ratio': { type: 'string' },
+        sequential: { type: 'boolean' },
+        only: { type: 'string' },
+      },
+    });
+  } catch (err) {
+    if (err instanceof UsageError) return reportUsageError('download', err);
+    throw err;
+  }
+  const { values: f, positionals } = parsed;
   if (f.help) {
     console.log(HELP);
     return 0;
@@ -123,7 +129,7 @@ export async function run(argv: string[]): Promise<number> {
     const s = torrent.stats();
     const secs = (Date.now() - started) / 1000;
     if (mode === 'json') console.log(JSON.stringify({ event: 'done', infoHash: s.infoHash, bytes: s.verifiedBytes, seconds: secs }));
-    else if (mode !== 'quiet') console.log(`done: ${s.name} (${formatBytes(s.verifiedBytes)} in ${formatDuration(secs)}, ${formatRate(s.verifiedBytes / Math.max(secs, 0.001))})`);
+    else console.log(`done: ${s.name} (${formatBytes(s.verifiedBytes)} in ${formatDuration(secs)}, ${formatRate(s.verifiedBytes / Math.max(secs, 0.001))})`);
     if (keepSeeding) {
       if (mode !== 'json' && mode !== 'quiet') console.log('seeding; press Ctrl-C to stop');
       progress = reportProgress(torrent, mode);

@@ -1,9 +1,8 @@
 /** `bitorrent seed <path|file.torrent>` */
-import { parseArgs } from 'node:util';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, resolve, basename } from 'node:path';
 import { Session, createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
-import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, type SessionFlags } from './common.js';
+import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
 import { startDht } from './dht-setup.js';
 import { progressMode, reportProgress } from '../progress.js';
 
@@ -22,19 +21,26 @@ options:
 ${sessionOptionHelp}`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values: f, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...sessionOptionSpec,
-      data: { type: 'string' },
-      announce: { type: 'string', short: 'a', multiple: true },
-      private: { type: 'boolean' },
-      'piece-length': { type: 'string' },
-      'save-torrent': { type: 'string' },
-      'seed-ratio': { type: 'string' },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseCommandArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        ...sessionOptionSpec,
+        data: { type: 'string' },
+        announce: { type: 'string', short: 'a', multiple: true },
+        private: { type: 'boolean' },
+        'piece-length': { type: 'string' },
+        'save-torrent': { type: 'string' },
+        'seed-ratio': { type: 'string' },
+      },
+    });
+  } catch (err) {
+    if (err instanceof UsageError) return reportUsageError('seed', err);
+    throw err;
+  }
+  const { values: f, positionals } = parsed;
   if (f.help) {
     console.log(HELP);
     return 0;
@@ -47,6 +53,10 @@ export async function run(argv: string[]): Promise<number> {
   const st = await stat(target).catch(() => undefined);
   if (!st) throw new Error(`'${positionals[0]}' does not exist`);
   const mode = progressMode(f);
+  // Bad flags (e.g. '--max-up 12Q') fail now, before a possibly long hash of the data.
+  const opts = sessionOptions(f as SessionFlags);
+  const ratio = f['seed-ratio'] !== undefined ? Number(f['seed-ratio']) : undefined;
+  if (ratio !== undefined && !(ratio > 0)) throw new Error(`--seed-ratio: expected a positive number, got '${f['seed-ratio']}'`);
   let torrentBytes: Buffer;
   let dataDir: string;
   let skipHashCheck = false;
@@ -72,7 +82,6 @@ export async function run(argv: string[]): Promise<number> {
       console.log(mode === 'json' ? JSON.stringify(line) : `created ${basename(target)}: ${formatBytes(m.length)}, info-hash ${m.infoHashHex}\n${line.magnet}`);
     }
   }
-  const opts = sessionOptions(f as SessionFlags);
   const dht = await startDht(f as SessionFlags, opts.port ?? 6881, opts.stateDir).catch(() => undefined);
   const session = new Session({ ...opts, dht });
   let progress: { stop(final?: boolean): void } | undefined;
@@ -89,28 +98,33 @@ export async function run(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  await session.listen();
-  const torrent = await session.add({ torrent: torrentBytes, path: dataDir, peers: peersFrom(f as SessionFlags), trackers: f.tracker, seed: true, skipHashCheck, pex: !f['no-pex'] });
-  await new Promise<void>((res, rej) => {
-    if (torrent.state === 'seeding' || torrent.state === 'downloading') return res();
-    torrent.once('ready', () => res());
-    torrent.once('error', rej);
-  });
-  const s = torrent.stats();
-  if (s.progress < 1) {
-    await shutdown();
-    throw new Error(`data for '${s.name}' in ${dataDir} is incomplete (${(s.progress * 100).toFixed(1)}% verified); use 'bitorrent download' to fetch the rest`);
-  }
-  if (mode === 'json') console.log(JSON.stringify({ event: 'seeding', infoHash: s.infoHash, port: session.port }));
-  else if (mode !== 'quiet') console.log(`seeding ${s.name} (${formatBytes(s.totalBytes)}) on peer port ${session.port}; Ctrl-C to stop`);
-  progress = reportProgress(torrent, mode);
-  const ratio = f['seed-ratio'] !== undefined ? Number(f['seed-ratio']) : undefined;
-  await new Promise<void>((res) => {
-    if (ratio === undefined) return; // until a signal
-    torrent.on('tick', () => {
-      if (torrent.stats().uploaded / Math.max(1, s.totalBytes) >= ratio) res();
+  const peers = peersFrom(f as SessionFlags);
+  try {
+    await session.listen();
+    const torrent = await session.add({ torrent: torrentBytes, path: dataDir, peers, trackers: f.tracker, seed: true, skipHashCheck, pex: !f['no-pex'] });
+    await new Promise<void>((res, rej) => {
+      if (torrent.state === 'seeding' || torrent.state === 'downloading') return res();
+      torrent.once('ready', () => res());
+      torrent.once('error', rej);
     });
-  });
-  await shutdown();
-  return 0;
+    const s = torrent.stats();
+    if (s.progress < 1) {
+      throw new Error(`data for '${s.name}' in ${dataDir} is incomplete (${(s.progress * 100).toFixed(1)}% verified); use 'bitorrent download' to fetch the rest`);
+    }
+    if (mode === 'json') console.log(JSON.stringify({ event: 'seeding', infoHash: s.infoHash, port: session.port }));
+    else if (mode !== 'quiet') console.log(`seeding ${s.name} (${formatBytes(s.totalBytes)}) on peer port ${session.port}; Ctrl-C to stop`);
+    progress = reportProgress(torrent, mode);
+    await new Promise<void>((res) => {
+      if (ratio === undefined) return; // until a signal
+      torrent.on('tick', () => {
+        if (torrent.stats().uploaded / Math.max(1, s.totalBytes) >= ratio) res();
+      });
+    });
+    await shutdown();
+    return 0;
+  } catch (err) {
+    // Close the listening socket and DHT, or the process would stay alive after printing the error.
+    await shutdown().catch(() => {});
+    throw err;
+  }
 }
