@@ -4,7 +4,7 @@
  * in-process; beside the raw ceilings of this machine measured in the same run (Ed25519 verifies/s with node:crypto
  * and sodium-native, fdatasync/s, single-row SQLite commits/s).
  *
- *   npm run bench -- ledger [--quick] [--no-pg] [--no-http] [--seconds S] [--crash N]
+ *   npm run bench -- ledger [--quick] [--no-pg] [--no-http] [--no-inproc] [--no-batch] [--seconds S] [--verify-threads N] [--crash N]
  * Operations are signed before the timed window (client signing is not what is measured); every op counted was
  * acknowledged by the ledger after its batch was fsynced. Last line: one JSON object.
  */
@@ -33,6 +33,7 @@ const { values: argv } = parseArgs({
     seconds: { type: 'string' },
     crash: { type: 'string' },
     'verify-threads': { type: 'string' },
+    'no-batch': { type: 'boolean' },
   },
 });
 const quick = !!argv.quick;
@@ -195,7 +196,7 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
     writeFileSync(keyFile, JSON.stringify({ seed: ledgerKeys.secretKey.subarray(0, 32).toString('hex') }));
     const { proc, url } = await startServer(db, keyFile);
     const exited = new Promise((res) => proc.once('exit', res));
-    const c = new LedgerClient(url, { maxSockets: clients });
+    const c = new LedgerClient(url, { maxSockets: clients, autoBatch: !argv['no-batch'] });
     try {
       r = await drive((w) => c.submit(w), ops, clients, seconds * 1000);
     } finally {
@@ -258,6 +259,8 @@ async function main(): Promise<void> {
       quick,
       seconds,
       verify_threads: verifyThreads,
+      sdk_auto_batch: !argv['no-batch'],
+      load_average: (await import('node:os')).loadavg().map((x) => Math.round(x * 100) / 100),
       ceilings: ceil,
       results,
       goal: goal ? { target_ops_per_s: 10000, target_p99_ms: 20, sqlite_http_transfer_64: { ops_per_s: goal.ops_per_s, p99_ms: goal.p99_ms }, met: goal.ops_per_s >= 10000 && goal.p99_ms <= 20 } : null,

@@ -219,6 +219,11 @@ export class Torrent extends EventEmitter {
   /** Spare piece-sized buffers (all exactly pieceLength bytes), reused by onBlock. */
   private readonly piecePool: Buffer[] = [];
   private readonly readCache = new Map<number, Promise<Buffer>>();
+  /** Read-cache entries whose read finished (serveLoop takes blocks from these without awaiting). */
+  private readonly readReady = new Map<number, Buffer>();
+  /** Evicted read buffers, reusable once every socket has flushed what it was given (see readPieceCached). */
+  private readRetired: Buffer[] = [];
+  private readonly readSpare: Buffer[] = [];
   private readonly downRate: RateMeter;
   private readonly upRate: RateMeter;
   private uploadedBytes = 0;
@@ -943,15 +948,25 @@ export class Torrent extends EventEmitter {
       this.deps.globalUpload.tryTake(req.length);
       this.upBucket.tryTake(req.length);
       peer.uploadQueue.shift();
-      let block: Buffer;
-      try {
-        const piece = await this.readPieceCached(req.index);
-        block = piece.subarray(req.begin, req.begin + req.length);
-      } catch (err) {
-        this.deps.log(`${this.name}: read of piece ${req.index} failed: ${(err as Error).message}`);
-        if (peer.wire.peerCaps?.fast) peer.wire.reject(req.index, req.begin, req.length);
-        continue;
+      let piece = this.readReady.get(req.index);
+      if (piece) {
+        this.touchReadCache(req.index);
+      } else {
+        try {
+          await this.readPieceCached(req.index);
+        } catch (err) {
+          this.deps.log(`${this.name}: read of piece ${req.index} failed: ${(err as Error).message}`);
+          if (peer.wire.peerCaps?.fast) peer.wire.reject(req.index, req.begin, req.length);
+          continue;
+        }
+        // Only a buffer still in the cache is safe (an evicted one may be recycled): else read it again.
+        piece = this.readReady.get(req.index);
+        if (!piece) {
+          peer.uploadQueue.unshift(req);
+          continue;
+        }
       }
+      const block = piece.subarray(req.begin, req.begin + req.length);
       if (peer.wire.amChoking && !peer.allowedFast.has(req.index)) continue; // choked while reading
       peer.wire.piece(req.index, req.begin, block);
       this.opts.uploadGate?.onBlockUploaded?.(peer.key, req.index, req.length);
@@ -966,20 +981,52 @@ export class Torrent extends EventEmitter {
     for (const peer of this.peers.values()) if (!peerKey || peer.key === peerKey) this.serveUploads(peer);
   }
 
+  /** LRU: move a read-cache entry to the most recently used end. */
+  private touchReadCache(index: number): void {
+    const p = this.readCache.get(index);
+    if (!p) return;
+    this.readCache.delete(index);
+    this.readCache.set(index, p);
+  }
+
   /** Whole-piece read cache: peers ask for a piece block by block; one disk read serves them all. */
   private readPieceCached(index: number): Promise<Buffer> {
     let p = this.readCache.get(index);
     if (p) {
-      // LRU: move to the end.
-      this.readCache.delete(index);
-      this.readCache.set(index, p);
+      this.touchReadCache(index);
       return p;
     }
-    p = this.storage!.readPiece(index);
-    this.readCache.set(index, p);
-    p.catch(() => this.readCache.delete(index));
-    const maxPieces = Math.max(4, Math.floor((32 * 1024 * 1024) / (this.metainfo?.pieceLength ?? 1)));
-    while (this.readCache.size > maxPieces) this.readCache.delete(this.readCache.keys().next().value as number);
+    const meta = this.metainfo!;
+    const size = pieceSize(meta, index);
+    // Evicted buffers become reusable once every socket's write queue is empty: nothing can still point into them.
+    if (this.readRetired.length > 0 && this.readSpare.length === 0) {
+      let flushed = true;
+      for (const peer of this.peers.values()) if (peer.wire.writableLength > 0) flushed = false;
+      if (flushed) {
+        for (const b of this.readRetired) this.readSpare.push(b);
+        this.readRetired = [];
+      }
+    }
+    const target = size === meta.pieceLength ? this.readSpare.pop() : undefined;
+    const read = this.storage!.readBlock(index, 0, size, target);
+    p = read;
+    this.readCache.set(index, read);
+    read.then(
+      (buf) => {
+        if (this.readCache.get(index) === read) this.readReady.set(index, buf);
+      },
+      () => {
+        if (this.readCache.get(index) === read) this.readCache.delete(index);
+      },
+    );
+    const maxPieces = Math.max(4, Math.floor((32 * 1024 * 1024) / (meta.pieceLength ?? 1)));
+    while (this.readCache.size > maxPieces) {
+      const old = this.readCache.keys().next().value as number;
+      this.readCache.delete(old);
+      const buf = this.readReady.get(old);
+      this.readReady.delete(old);
+      if (buf && buf.length === meta.pieceLength && this.readRetired.length < 64) this.readRetired.push(buf);
+    }
     return p;
   }
 

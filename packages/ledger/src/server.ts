@@ -28,6 +28,8 @@ export interface LedgerServerOptions {
   /** Requests per second per client IP (default 50,000). */
   requestsPerIpPerSec?: number;
   maxBodyBytes?: number;
+  /** Clock for the rate limiters (ms; default Date.now). */
+  clock?: () => number;
 }
 
 class Buckets {
@@ -70,6 +72,7 @@ function fail(res: ServerResponse, status: number, code: string, message: string
 
 export function createLedgerServer(opts: LedgerServerOptions): { server: Server; listen(): Promise<string>; close(): Promise<void> } {
   const { ledger } = opts;
+  const clock = opts.clock ?? Date.now;
   const maxOneBody = opts.maxBodyBytes ?? 4096;
   const maxBatchBody = MAX_BATCH_OPS * (MAX_OP_BYTES * 2 + 8) + 64;
   const perKey = opts.opsPerKeyPerSec ?? 1000;
@@ -78,7 +81,7 @@ export function createLedgerServer(opts: LedgerServerOptions): { server: Server;
   const ipBuckets = new Buckets(perIp, perIp * 2);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const now = Date.now();
+    const now = clock();
     if (!ipBuckets.take(req.socket.remoteAddress ?? '?', now)) return fail(res, 429, 'rate_limited', 'too many requests from this address');
     const url = new URL(req.url ?? '/', 'http://x');
     const parts = url.pathname.split('/').filter(Boolean);

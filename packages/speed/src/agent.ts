@@ -17,7 +17,7 @@
  * 'ban-peer' (peerId, reason), 'legacy' (peerId, reason), 'warning' (message).
  */
 import { EventEmitter } from 'node:events';
-import type { PeerWire, WireExtensionFactory, ChokerPolicy } from '@bitorrent/core';
+import type { PeerWire, WireExtensionFactory, ChokerPolicy, Torrent, UploadGate, AddTorrentOptions } from '@bitorrent/core';
 import type { AccountInfo, ChannelInfo, CloseChannelArgs, KeyPair, OpResult, OpenChannelArgs } from '@bitorrent/ledger';
 import { AuctionChoker, type AuctionResult } from './auction.js';
 import { AutoBidder, type BidderSettings } from './bidder.js';
@@ -41,8 +41,8 @@ export interface SpeedAgentOptions {
   /** Clock in ms, comparable with the ledger's clock (channel expiries). */
   now: () => number;
   pieceLength: number;
-  /** Bytes this torrent still wants (requester side). */
-  remainingBytes: () => number | bigint;
+  /** Bytes this torrent still wants (requester side). Default: from the attached torrent's stats (0 before). */
+  remainingBytes?: () => number | bigint;
   /** Bid as a requester (default on, spending rate 1.0). `enabled: false` = never bid. */
   bidding?: Partial<BidderSettings>;
   /** Provider settings. */
@@ -57,7 +57,7 @@ export interface SpeedAgentOptions {
   persist?: (channels: PersistedChannel[]) => void;
   rng?: () => number;
   /**
-   * Interim until core has an upload gate: wrap `wire.piece` on our wires so paid blocks beyond the exposure limit
+   * Fallback for engines without an UploadGate (core has one: use torrentOptions()/uploadGate() instead): wrap `wire.piece` on our wires so paid blocks beyond the exposure limit
    * are rejected (BEP 6 reject; the requester asks again later) and sent blocks are charged. Default false.
    */
   interceptUploads?: boolean;
@@ -95,6 +95,10 @@ export class SpeedAgent extends EventEmitter {
   private readonly flushers = new Map<PeerWire, () => void>();
   /** Payments made to peers that have since disconnected. */
   private paidGone = 0n;
+  /** The torrent this agent serves (attach()); gives peer keys, progress and resumeUploads(). */
+  private torrent?: Torrent;
+  private readonly wireIds = new WeakMap<PeerWire, string>();
+  private detach?: () => void;
 
   constructor(o: SpeedAgentOptions) {
     super();
@@ -111,6 +115,69 @@ export class SpeedAgent extends EventEmitter {
 
   // ------------------------------------------------------------ wiring
 
+  /**
+   * Everything a torrent needs to run Speed, for Session.add(): `{ ...agent.torrentOptions(), torrent, path }`,
+   * then `agent.attach(torrent)` on the Torrent it returns.
+   */
+  torrentOptions(legacy?: ChokerPolicy): Pick<AddTorrentOptions, 'extensions' | 'choker' | 'uploadGate'> {
+    return { extensions: [this.extension()], choker: this.choker(legacy), uploadGate: this.uploadGate() };
+  }
+
+  /** The torrent's UploadGate: holds a Speed requester's requests while it is at its unpaid-piece limit (K). */
+  uploadGate(): UploadGate {
+    return {
+      mayUpload: (peerKey, piece) => this.mayUpload(peerKey, piece),
+      onBlockUploaded: (peerKey, piece, bytes) => this.onBlockUploaded(peerKey, piece, bytes),
+    };
+  }
+
+  /**
+   * Bind to the torrent created with torrentOptions(): verified/failed pieces drive payments, peer keys come from
+   * the torrent, held uploads resume when a payment lands. Returns a function that detaches.
+   */
+  attach(torrent: Torrent): () => void {
+    this.detach?.();
+    this.torrent = torrent;
+    const onPiece = (index: number) => void this.onPieceVerified(index);
+    const onFail = (index: number, who: string[]) => this.onPieceFailed(index, who);
+    torrent.on('piece', onPiece);
+    torrent.on('hash-failure', onFail);
+    this.detach = () => {
+      torrent.off('piece', onPiece);
+      torrent.off('hash-failure', onFail);
+      if (this.torrent === torrent) this.torrent = undefined;
+      this.detach = undefined;
+    };
+    return this.detach;
+  }
+
+  private remaining(): number | bigint {
+    if (this.o.remainingBytes) return this.o.remainingBytes();
+    const t = this.torrent;
+    if (!t) return 0;
+    const s = t.stats();
+    return Math.max(0, s.wantedBytes - s.verifiedBytes);
+  }
+
+  /** The torrent's key for a wire ("host:port" as core's Peer.key), falling back to the socket address. */
+  private idOf(wire: PeerWire): string {
+    if (this.o.peerIdOf) return this.o.peerIdOf(wire);
+    const cached = this.wireIds.get(wire);
+    if (cached) return cached;
+    const peer = this.torrent?.peerList().find((p) => p.wire === wire);
+    if (peer) {
+      this.wireIds.set(wire, peer.key);
+      return peer.key;
+    }
+    return defaultPeerId(wire);
+  }
+
+  /** Held uploads to this peer may go now (a payment or channel landed). */
+  private resume(p: AgentPeer): void {
+    this.flushers.get(p.wire)?.();
+    this.torrent?.resumeUploads(p.id);
+  }
+
   extension(): WireExtensionFactory<SpeedWireExtension> {
     const base = speedWire({ ledgerId: this.o.ledgerId, publicKey: this.o.keys.publicKey, secretKey: this.o.keys.secretKey, reservePrice: () => this.o.reservePrice ?? 0n });
     return (wire: PeerWire) => {
@@ -119,7 +186,7 @@ export class SpeedAgent extends EventEmitter {
         const send = wire.piece.bind(wire);
         const held: { index: number; begin: number; block: Buffer }[] = [];
         const flush = () => {
-          const id = (this.o.peerIdOf ?? defaultPeerId)(wire);
+          const id = this.idOf(wire);
           while (held.length > 0 && !wire.destroyed && !wire.amChoking && this.mayUpload(id, held[0].index)) {
             const h = held.shift()!;
             send(h.index, h.begin, h.block);
@@ -128,7 +195,7 @@ export class SpeedAgent extends EventEmitter {
           if (wire.amChoking) held.length = 0; // a choke discards pending requests (BEP 3)
         };
         (wire as { piece: PeerWire['piece'] }).piece = (index: number, begin: number, block: Buffer) => {
-          const id = (this.o.peerIdOf ?? defaultPeerId)(wire);
+          const id = this.idOf(wire);
           if (held.length === 0 && this.mayUpload(id, index)) {
             send(index, begin, block);
             this.onBlockUploaded(id, index, block.length);
@@ -146,7 +213,7 @@ export class SpeedAgent extends EventEmitter {
         wire.once('close', () => this.flushers.delete(wire));
       }
       wire.on('speed-ready', (pk: Buffer) => this.onReady(wire, ext, pk));
-      wire.on('speed-legacy', (reason: string) => this.emit('legacy', (this.o.peerIdOf ?? defaultPeerId)(wire), reason));
+      wire.on('speed-legacy', (reason: string) => this.emit('legacy', this.idOf(wire), reason));
       wire.on('speed-message', (m: SpeedMessage) => {
         const p = this.byWire(wire);
         if (p) this.onMessage(p, m);
@@ -185,12 +252,12 @@ export class SpeedAgent extends EventEmitter {
   }
 
   private byWire(wire: PeerWire): AgentPeer | undefined {
-    const p = this.peers.get((this.o.peerIdOf ?? defaultPeerId)(wire));
+    const p = this.peers.get(this.idOf(wire));
     return p && p.wire === wire ? p : undefined;
   }
 
   private onReady(wire: PeerWire, ext: SpeedWireExtension, pk: Buffer): void {
-    const id = (this.o.peerIdOf ?? defaultPeerId)(wire);
+    const id = this.idOf(wire);
     const now = this.o.now();
     const providerKey = this.provider.connect(pk, now);
     if (providerKey === undefined) {
@@ -277,7 +344,7 @@ export class SpeedAgent extends EventEmitter {
     }
     const queued = p.pendingPayments.splice(0);
     for (const m of queued) this.onPayment(p, m);
-    this.flushers.get(p.wire)?.();
+    this.resume(p);
   }
 
   private onPayment(p: AgentPeer, m: PaymentMessage): void {
@@ -295,7 +362,7 @@ export class SpeedAgent extends EventEmitter {
       this.emit('earned', p.id, r.delta);
     }
     p.ext.send(r.ack);
-    this.flushers.get(p.wire)?.();
+    this.resume(p);
   }
 
   // ------------------------------------------------------------ requester side
@@ -404,7 +471,7 @@ export class SpeedAgent extends EventEmitter {
       spent += p.req.paid;
       escrow += p.req.channelRemaining;
     }
-    const u = this.bidder.poll({ balance: this.balance + escrow, remainingBytes: this.o.remainingBytes(), spent });
+    const u = this.bidder.poll({ balance: this.balance + escrow, remainingBytes: this.remaining(), spent });
     if (u) {
       for (const p of this.peers.values()) p.ext.sendBid(u.price);
       this.emit('bid', u.price, u.reason);

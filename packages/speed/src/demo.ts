@@ -26,6 +26,7 @@ options:
   --rate KIB       seeder upload limit, KiB/s (default 1024)
   --leecher-rate KIB  each leecher's upload limit, KiB/s (default 64; 0 = unlimited)
   --slots N        seeder regular unchoke slots (default 2)
+  --max-unpaid K   provider exposure: unpaid pieces per requester (default 1)
   --timeout S      give up after S seconds (default 300)
   --json           print the final report as JSON
   -h, --help       this help
@@ -60,6 +61,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       rate: { type: 'string', default: '1024' },
       'leecher-rate': { type: 'string', default: '64' },
       slots: { type: 'string', default: '2' },
+      'max-unpaid': { type: 'string', default: '1' },
       timeout: { type: 'string', default: '300' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -82,6 +84,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
   const rateKiB = num(values.rate!, 'rate', 16, 1 << 20);
   const leechRateKiB = num(values['leecher-rate']!, 'leecher-rate', 0, 1 << 20);
   const slots = num(values.slots!, 'slots', 1, 16);
+  const maxUnpaid = num(values['max-unpaid']!, 'max-unpaid', 1, 64);
   const timeoutS = num(values.timeout!, 'timeout', 5, 86_400);
   const log = (s: string) => {
     if (!values.json) console.log(s);
@@ -128,11 +131,10 @@ export async function runDemoCli(argv: string[]): Promise<number> {
           keys,
           now: Date.now,
           pieceLength,
-          remainingBytes: () => (holder.t ? Math.max(0, holder.t.stats().wantedBytes - holder.t.stats().verifiedBytes) : sizeMiB << 20),
+          remainingBytes: () => (holder.t ? Math.max(0, holder.t.stats().wantedBytes - holder.t.stats().verifiedBytes) : kind === 'seeder' ? 0 : sizeMiB << 20),
           bidding: { enabled: kind === 'bidder' },
           reservePrice: kind === 'seeder' ? 1000n : 0n,
-          interceptUploads: true,
-          provider: { maxUnpaid: 8 },
+          provider: { maxUnpaid: maxUnpaid },
         });
         agent.on('warning', (m: string) => log(`  [${name}] ${m}`));
       }
@@ -140,8 +142,6 @@ export async function runDemoCli(argv: string[]): Promise<number> {
         port: 0,
         host: '127.0.0.1',
         uploadRateLimit: kind === 'seeder' ? rateKiB * 1024 : leechRateKiB * 1024,
-        extensions: agent ? [agent.extension()] : [],
-        choker: agent ? () => agent!.choker() : undefined,
         hasherWorkers: 0,
       });
       sessions.push(session);
@@ -149,7 +149,8 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       return { name, kind: kind === 'seeder' ? 'free' : kind, keys, session, agent, startBalance, dir: pdir, holder };
     };
     const seeder = await mk('seeder', 'seeder');
-    seeder.torrent = await seeder.session.add({ torrent, path: dataDir, skipHashCheck: true, uploadSlots: slots });
+    seeder.torrent = await seeder.session.add({ ...seeder.agent!.torrentOptions(), torrent, path: dataDir, skipHashCheck: true, uploadSlots: slots });
+    seeder.agent!.attach(seeder.torrent);
     for (let i = 0; i < nB; i++) peers.push(await mk(`bidder${i + 1}`, 'bidder'));
     for (let i = 0; i < nF; i++) peers.push(await mk(`free${i + 1}`, 'free'));
     for (let i = 0; i < nL; i++) peers.push(await mk(`legacy${i + 1}`, 'legacy'));
@@ -158,12 +159,11 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     const started = Date.now();
     const addrs = [{ host: '127.0.0.1', port: seeder.session.port }];
     for (const p of peers) {
-      p.torrent = await p.session.add({ torrent, path: p.dir, peers: [...addrs] });
+      p.torrent = await p.session.add({ ...p.agent?.torrentOptions(), torrent, path: p.dir, peers: [...addrs] });
       p.holder.t = p.torrent;
+      p.agent?.attach(p.torrent);
       addrs.push({ host: '127.0.0.1', port: p.session.port });
       const t = p.torrent;
-      t.on('piece', (index: number) => void p.agent?.onPieceVerified(index));
-      t.on('hash-failure', (index: number, who: string[]) => p.agent?.onPieceFailed(index, who));
       t.on('done', () => (p.doneAt ??= Date.now()));
     }
     log(`seeder: ${fmtBytes(sizeMiB << 20)} at ${rateKiB} KiB/s (leechers ${leechRateKiB || '∞'} KiB/s), ${slots} auctioned slots + 1 optimistic; ${nB} bidders, ${nF} Speed non-bidders, ${nL} legacy leechers`);

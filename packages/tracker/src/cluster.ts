@@ -107,6 +107,12 @@ export async function runClusterWorker(opts: TrackerServerOptions, log: (m: stri
     addr.copy(batch, o + 22, 0, v6 ? 18 : 6);
     if (++n === 4096) flush();
   };
+  // A shutdown can arrive while we are still starting: remember it.
+  let early = false;
+  const earlyListener = (m: Msg): void => {
+    if (m.t === 'shutdown') early = true;
+  };
+  process.on('message', earlyListener);
   const server: TrackerServer = await startTracker({
     ...opts,
     connIdSecret: secret,
@@ -152,6 +158,8 @@ export async function runClusterWorker(opts: TrackerServerOptions, log: (m: stri
       done(1);
     }
   }
+  process.off('message', earlyListener);
   process.send!({ t: 'listening', from: index, http: server.httpPort, udp: server.udpPort } satisfies ListeningMsg);
+  if (early) void shutdown();
   return finished;
 }

@@ -2,7 +2,8 @@
  * Real clients find each other through our tracker, over HTTP and UDP, and move a file:
  * python3-libtorrent ↔ python3-libtorrent, python3-libtorrent (seeder) → aria2c (downloader), and
  * python3-libtorrent (seeder) → transmission-cli (HTTP: full download; UDP: our reply to transmission's announce
- * carries the seeder's address — transmission 3.00 is slow to dial on loopback, so the UDP case stops there).
+ * carries the seeder's address — transmission 3.00 is slow to dial on loopback, so the UDP case stops there),
+ * python3-libtorrent (seeder) → qbittorrent-nox (driven through its Web API), and IPv6 libtorrent pairs.
  * Discovery is tracker-only: DHT, LSD, PEX, UPnP are off in every client.
  */
 import { test, type TestContext } from 'node:test';
@@ -26,6 +27,7 @@ function have(cmd: string, args: string[]): boolean {
 const hasLt = existsSync(PY) && have(PY, ['-c', 'import libtorrent']);
 const hasAria = have('aria2c', ['--version']);
 const hasTransmission = have('transmission-cli', ['--version']);
+const hasQbt = have('qbittorrent-nox', ['--version']);
 
 function need(t: TestContext, ok: boolean, what: string): boolean {
   if (ok) return true;
@@ -218,5 +220,62 @@ for (const proto of ['http', 'udp'] as const) {
     const r = JSON.parse(out.trim().split('\n').pop()!);
     assert.equal(r.ok, true, JSON.stringify(r));
     assert.ok(v6 >= 2, `announces from IPv6 addresses: ${v6}`);
+  });
+}
+
+/** Poll `fn` (a Web API read: no event to wait on) until it returns a value, or fail after `ms`. */
+async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+for (const proto of ['http', 'udp'] as const) {
+  test(`qbittorrent-nox downloads from a libtorrent seeder found via our ${proto} tracker`, { timeout: 150_000 }, async (t) => {
+    if (!need(t, hasLt, 'python3-libtorrent') || !need(t, hasQbt, 'qbittorrent-nox')) return;
+    const srv = await tracker(t);
+    const dir = mkdtempSync(join(tmpdir(), `bt-trk-qbt-${proto}-`));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const url = proto === 'http' ? `http://127.0.0.1:${srv.httpPort}/announce` : `udp://127.0.0.1:${srv.udpPort}/announce`;
+    const seed = await ltSeeder(t, url, dir);
+    const webPort = await freePort();
+    const peerPort = await freePort();
+    const dl = join(dir, 'qbt-download');
+    mkdirSync(join(dir, 'qbt', 'qBittorrent', 'config'), { recursive: true });
+    mkdirSync(dl);
+    writeFileSync(
+      join(dir, 'qbt', 'qBittorrent', 'config', 'qBittorrent.conf'),
+      [
+        '[LegalNotice]', 'Accepted=true', '',
+        '[BitTorrent]', 'Session\\DHTEnabled=false', 'Session\\LSDEnabled=false', 'Session\\PeXEnabled=false',
+        `Session\\Port=${peerPort}`, `Session\\DefaultSavePath=${dl}`, '',
+        '[Preferences]', `WebUI\\Port=${webPort}`, 'WebUI\\LocalHostAuth=false', `Connection\\PortRangeMin=${peerPort}`,
+        'Bittorrent\\DHT=false', 'Bittorrent\\LSD=false', 'Bittorrent\\PeX=false', `Downloads\\SavePath=${dl}`, '',
+      ].join('\n'),
+    );
+    track(t, spawn('qbittorrent-nox', [`--profile=${join(dir, 'qbt')}`], { stdio: 'ignore' }));
+    const api = `http://127.0.0.1:${webPort}/api/v2`;
+    await until('qBittorrent Web API', 30_000, async () => ((await fetch(`${api}/app/version`)).ok ? true : undefined));
+    const form = new FormData();
+    form.append('torrents', new Blob([readFileSync(seed.torrent)]), 't.torrent');
+    form.append('savepath', dl);
+    const add = await fetch(`${api}/torrents/add`, { method: 'POST', body: form });
+    assert.equal(await add.text(), 'Ok.');
+    await until('qBittorrent to finish the download', 90_000, async () => {
+      const list = (await (await fetch(`${api}/torrents/info`)).json()) as { progress: number }[];
+      return list.length === 1 && list[0].progress === 1 ? true : undefined;
+    });
+    seed.proc.stdin!.end();
+    assert.deepEqual(readFileSync(join(dl, 'data.bin')), readFileSync(seed.data));
+    const st = srv.tracker.stats;
+    assert.ok(proto === 'http' ? st.httpAnnounces >= 2 : st.udpAnnounces >= 2);
   });
 }
