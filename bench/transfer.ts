@@ -16,7 +16,7 @@ import { mkdir, rm, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import {
-  tempDir, makeRandomFiles, sha1File, mktorrent, startLibtorrent, startBitorrent, stopAll, requireLibtorrent, requireTool, runningProcesses,
+  tempDir, makeRandomFiles, sha1File, mktorrent, startLibtorrent, startBitorrent, stopAll, requireLibtorrent, requireTool, runningProcesses, waitFor,
 } from '@bitorrent/testbed';
 import { RssSampler } from './transfer/procstat.js';
 
@@ -33,6 +33,7 @@ const MiB = 1024 * 1024;
 const size = (args.size ? Number(args.size) : args.quick ? 256 : 1024) * MiB;
 const pieceLog2 = args['piece-log2'] ? Number(args['piece-log2']) : 20;
 const runs = Math.max(1, Number(args.runs ?? 1) | 0);
+const STALL_MS = 30_000;
 const log = (s: string): void => console.log(`[transfer] ${s}`);
 
 interface RunResult {
@@ -103,7 +104,25 @@ async function runBitorrent(torrent: string, seedDir: string, dlDir: string, sta
   const seedRss = new RssSampler(seeder.process.pid);
   const leecher = startBitorrent(['download', torrent, '-o', dlDir, '--seed', '--no-resume', '--state-dir', stateDir, '--peer', `127.0.0.1:${ready.port}`, ...common]);
   const leechRss = new RssSampler(leecher.process.pid);
-  const done = await leecher.waitLine((l) => l.event === 'done', 600_000, 'the bitorrent download to finish');
+  // Wait for the 'done' line, but give up early if the download stops making progress.
+  let lastBytes = -1;
+  let lastChange = Date.now();
+  const done = await waitFor(
+    () => {
+      const d = leecher.lines.find((l) => l.event === 'done');
+      if (d) return d;
+      if (leecher.process.hasExited()) throw new Error(`bitorrent leecher exited with ${leecher.process.exitCode()}`);
+      const v = Number(leecher.last()?.verifiedBytes ?? 0);
+      if (v !== lastBytes) {
+        lastBytes = v;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > STALL_MS) {
+        throw new Error(`bitorrent download stalled: no progress for ${STALL_MS / 1000} s at ${v} of ${size} bytes; last status ${JSON.stringify(leecher.last())}`);
+      }
+      return undefined;
+    },
+    { timeoutMs: 1_800_000, intervalMs: 100, what: 'the bitorrent download to finish' },
+  );
   const seconds = Number(done.seconds);
   const r = result(seconds, seedRss, leechRss);
   await Promise.all([leecher.stop(), seeder.stop()]);
@@ -140,7 +159,7 @@ async function main(): Promise<void> {
         log(`${impl} → ${impl}: ${r.MBps.toFixed(1)} MB/s (${r.seconds.toFixed(2)} s), peak RSS seeder ${r.seederRssMiB.toFixed(0)} MiB (anon ${r.seederAnonMiB.toFixed(0)}), leecher ${r.leecherRssMiB.toFixed(0)} MiB (anon ${r.leecherAnonMiB.toFixed(0)}); sha1 ok`);
       } catch (err) {
         results[impl] = { error: (err as Error).message.split('\n')[0] };
-        log(`${impl}: FAILED: ${(err as Error).message.slice(0, 2000)}`);
+        log(`${impl}: FAILED: ${(err as Error).message.slice(0, 1500)}`);
       } finally {
         // Stop whatever this run left behind (each by its own PID), keep the work dir.
         await Promise.all(runningProcesses().map((p) => p.stop()));

@@ -5,6 +5,22 @@
 import type { Torrent, TorrentStats } from '@bitorrent/core';
 import { formatBytes, formatRate, formatDuration } from '@bitorrent/core';
 
+/**
+ * Keep running when our output goes nowhere: with `bitorrent download … | head -1` the reader leaves, and
+ * Node reports EPIPE as an 'error' event on stdout, which would crash the process with a stack trace. The
+ * transfer goes on (resume data still gets saved on exit); only the output is dropped.
+ */
+export function guardOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if ((stream as { __bitorrentGuard?: boolean }).__bitorrentGuard) continue;
+    (stream as { __bitorrentGuard?: boolean }).__bitorrentGuard = true;
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') return;
+      throw err;
+    });
+  }
+}
+
 export type ProgressMode = 'tty' | 'plain' | 'json' | 'quiet';
 
 export function progressMode(flags: { json?: boolean; quiet?: boolean }, stream: NodeJS.WriteStream = process.stdout): ProgressMode {
@@ -37,6 +53,7 @@ export function reportProgress(torrent: Torrent, mode: ProgressMode, intervalMs?
   const every = intervalMs ?? (mode === 'tty' ? 500 : mode === 'json' ? 1000 : 5000);
   let last = '';
   const draw = () => {
+    if (out.destroyed || !out.writable) return;
     const s = torrent.stats();
     if (mode === 'tty') {
       // A pseudo-terminal whose size was never set (script(1), serial consoles, some CI runners) reports 0 columns.

@@ -62,6 +62,7 @@ test('SIGKILL mid-download, restart with the same --state-dir: no verified piece
   const ex3 = await third.exited;
   assert.equal(ex3.code, 130, `Ctrl-C exits 130 (got code ${ex3.code}, signal ${ex3.signal})\n${third.stderr()}`);
   assert.equal(ex3.signal, null, 'a graceful exit, not death by signal');
+  assert.equal(third.stderr(), '', 'stopping is not reported as an error (e.g. "torrent closed before completion")');
   const saved = await readdir(state3, { recursive: true });
   assert.ok(saved.length > 0, 'resume data written to --state-dir');
   // The final status printed on the way out tells how much was verified when it stopped.

@@ -930,49 +930,66 @@ export class Torrent extends EventEmitter {
   private serveUploads(peer: Peer): void {
     if (peer.serving) return;
     peer.serving = true;
-    void this.serveLoop(peer).finally(() => {
-      peer.serving = false;
+    void this.serveLoop(peer);
+  }
+
+  /**
+   * Sends queued blocks. `serving` is cleared in serveQueued's own finally, which runs synchronously at
+   * the `return` — before the corked writes flush on nextTick and emit 'drain'. (Clearing it in a promise
+   * callback would run after that 'drain', whose handler would then see serving === true and the loop
+   * would never restart.)
+   */
+  private async serveLoop(peer: Peer): Promise<void> {
+    // Not `await this.serveQueued()` + finally here: an await always yields, so the flag would clear only after
+    // the nextTick uncork had already emitted 'drain' (observed: transfers stalling with requests queued).
+    await this.serveQueued(peer).catch((err: Error) => {
+      this.deps.log(`${this.name}: upload to ${peer.key} failed: ${err.message}`);
     });
   }
 
-  private async serveLoop(peer: Peer): Promise<void> {
-    while (peer.uploadQueue.length > 0 && !peer.wire.destroyed && this.state !== 'closed') {
-      if (peer.wire.needsDrain) return; // 'drain' resumes us
-      const req = peer.uploadQueue[0];
-      if (this.opts.uploadGate && !this.opts.uploadGate.mayUpload(peer.key, req.index)) return; // held; resumeUploads() or tick() retries
-      const delay = Math.max(this.deps.globalUpload.delayFor(req.length), this.upBucket.delayFor(req.length));
-      if (delay > 0) {
-        await new Promise<void>((r) => this.deps.clock.setTimeout(r, delay));
-        continue;
-      }
-      this.deps.globalUpload.tryTake(req.length);
-      this.upBucket.tryTake(req.length);
-      peer.uploadQueue.shift();
-      let piece = this.readReady.get(req.index);
-      if (piece) {
-        this.touchReadCache(req.index);
-      } else {
-        try {
-          await this.readPieceCached(req.index);
-        } catch (err) {
-          this.deps.log(`${this.name}: read of piece ${req.index} failed: ${(err as Error).message}`);
-          if (peer.wire.peerCaps?.fast) peer.wire.reject(req.index, req.begin, req.length);
+  private async serveQueued(peer: Peer): Promise<void> {
+    try {
+      while (peer.uploadQueue.length > 0 && !peer.wire.destroyed && this.state !== 'closed') {
+        if (peer.wire.needsDrain) return; // 'drain' resumes us
+        const req = peer.uploadQueue[0];
+        if (this.opts.uploadGate && !this.opts.uploadGate.mayUpload(peer.key, req.index)) return; // held; resumeUploads() or tick() retries
+        const delay = Math.max(this.deps.globalUpload.delayFor(req.length), this.upBucket.delayFor(req.length));
+        if (delay > 0) {
+          await new Promise<void>((r) => this.deps.clock.setTimeout(r, delay));
           continue;
         }
-        // Only a buffer still in the cache is safe (an evicted one may be recycled): else read it again.
-        piece = this.readReady.get(req.index);
-        if (!piece) {
-          peer.uploadQueue.unshift(req);
-          continue;
+        this.deps.globalUpload.tryTake(req.length);
+        this.upBucket.tryTake(req.length);
+        peer.uploadQueue.shift();
+        let piece = this.readReady.get(req.index);
+        if (piece) {
+          this.touchReadCache(req.index);
+        } else {
+          try {
+            await this.readPieceCached(req.index);
+          } catch (err) {
+            this.deps.log(`${this.name}: read of piece ${req.index} failed: ${(err as Error).message}`);
+            if (peer.wire.peerCaps?.fast) peer.wire.reject(req.index, req.begin, req.length);
+            continue;
+          }
+          // Only a buffer still in the cache is safe (an evicted one may be recycled): else read it again.
+          piece = this.readReady.get(req.index);
+          if (!piece) {
+            peer.uploadQueue.unshift(req);
+            continue;
+          }
         }
+        const block = piece.subarray(req.begin, req.begin + req.length);
+        if (peer.wire.amChoking && !peer.allowedFast.has(req.index)) continue; // choked while reading
+        peer.wire.piece(req.index, req.begin, block);
+        this.opts.uploadGate?.onBlockUploaded?.(peer.key, req.index, req.length);
+        peer.upRate.add(req.length);
+        this.upRate.add(req.length);
+        this.uploadedBytes += req.length;
       }
-      const block = piece.subarray(req.begin, req.begin + req.length);
-      if (peer.wire.amChoking && !peer.allowedFast.has(req.index)) continue; // choked while reading
-      peer.wire.piece(req.index, req.begin, block);
-      this.opts.uploadGate?.onBlockUploaded?.(peer.key, req.index, req.length);
-      peer.upRate.add(req.length);
-      this.upRate.add(req.length);
-      this.uploadedBytes += req.length;
+    } finally {
+      // Runs synchronously when the loop returns without awaiting.
+      peer.serving = false;
     }
   }
 
@@ -1077,6 +1094,7 @@ export class Torrent extends EventEmitter {
   private tick(): void {
     if (this.state === 'closed') return;
     const now = this.deps.clock.now();
+    if (process.env.BT_PERF_DEBUG) for (const p of this.peers.values()) process.stderr.write(`DBG ${this.state} out=${p.outstanding.size} upq=${p.uploadQueue.length} serving=${p.serving} wl=${p.wire.writableLength} nd=${p.wire.needsDrain} choking=${p.wire.amChoking} pchoke=${p.wire.peerChoking} int=${p.wire.amInterested} pend=${this.pendingWriteBytes} inprog=${this.inProgress.size} pool=${this.piecePool.length}\n`);
     // Snubbed peers: nothing received for 30 s while requests are outstanding.
     for (const peer of this.peers.values()) {
       if (peer.outstanding.size > 0 && now - peer.lastPieceAt > 30_000) {

@@ -212,6 +212,14 @@ export class SpeedAgent extends EventEmitter {
         this.flushers.set(wire, flush);
         wire.once('close', () => this.flushers.delete(wire));
       }
+      // Pay a provider for a verified piece BEFORE the engine tells it HAVE: a provider that sees us become a seed
+      // drops the connection at once, and a payment queued behind that HAVE would never be read.
+      const have = wire.have.bind(wire);
+      (wire as { have: PeerWire['have'] }).have = (index: number) => {
+        const p = this.byWire(wire);
+        if (p) void this.payFor(p, index);
+        have(index);
+      };
       wire.on('speed-ready', (pk: Buffer) => this.onReady(wire, ext, pk));
       wire.on('speed-legacy', (reason: string) => this.emit('legacy', this.idOf(wire), reason));
       wire.on('speed-message', (m: SpeedMessage) => {
@@ -397,19 +405,25 @@ export class SpeedAgent extends EventEmitter {
 
   private sendPayment(p: AgentPeer, m: PaymentMessage): void {
     p.ext.send(m);
+    // Push the payment to the socket now: the engine may destroy() the wire in this same tick (both sides seeds once
+    // the last piece verified), and destroy() drops writes still corked for the next tick.
+    (p.wire as unknown as { uncork?: () => void }).uncork?.();
     this.emit('paid', p.id, m.piece, m.amount);
   }
 
-  /** A piece passed its hash check: pay every Speed provider that charged for bytes of it. */
+  /** A piece passed its hash check: pay every Speed provider that charged for bytes of it (idempotent). */
   onPieceVerified(piece: number): Promise<void> {
-    const opens: Promise<void>[] = [];
-    for (const p of this.peers.values()) {
-      const r = p.req?.onPieceVerified(piece);
-      if (!r || r.type === 'nothing') continue;
-      if (r.type === 'payment') this.sendPayment(p, r.message);
-      else opens.push(this.openChannel(p));
+    return Promise.all([...this.peers.values()].map((p) => this.payFor(p, piece))).then(() => undefined);
+  }
+
+  private payFor(p: AgentPeer, piece: number): Promise<void> {
+    const r = p.req?.onPieceVerified(piece);
+    if (!r || r.type === 'nothing') return Promise.resolve();
+    if (r.type === 'payment') {
+      this.sendPayment(p, r.message);
+      return Promise.resolve();
     }
-    return Promise.all(opens).then(() => undefined);
+    return this.openChannel(p);
   }
 
   /** A piece failed its hash check with bytes from `peerIds`: pay nothing, reject, ban repeat offenders. */

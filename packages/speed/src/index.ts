@@ -8,3 +8,4 @@ export * from './bidder.js';
 export * from './payments.js';
 export * from './extension.js';
 export * from './agent.js';
+export * from './cli-options.js';

@@ -90,7 +90,6 @@ test('one session, two torrents, each with its own Speed agent: both paid per pi
     const key = seeders[i].provider.keyOf(leechKeys[i].publicKey);
     const until = Date.now() + 10_000;
     while (seeders[i].provider.account(key)?.earned !== expected && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-    console.log("DBG", i, seeders[i].provider.account(key), leeches[i].totalPaid(), leeches[i].bidder.bid);
     assert.equal(seeders[i].provider.account(key)?.earned, expected, `torrent ${i}: seeder earned`);
     assert.equal(leeches[i].totalPaid(), expected, `torrent ${i}: leecher paid`);
     // The other torrent's agent never saw this requester.

@@ -143,6 +143,7 @@ export async function runTrackerCli(argv: string[]): Promise<number> {
       return await runClusterWorker(opts, log);
     } catch (e) {
       log(`worker failed: ${(e as Error).message}`);
+      process.disconnect?.(); // let this worker exit; the primary then stops the others
       return 1;
     }
   }

@@ -68,6 +68,7 @@ export async function runClusterPrimary(
       });
       w.on('exit', (c, sig) => {
         alive--;
+        if (c !== 0) code = 1;
         if (!stopping) {
           log(`worker ${i} exited (${sig ?? c}); stopping the tracker`);
           code = 1;
@@ -151,11 +152,12 @@ export async function runClusterWorker(opts: TrackerServerOptions, log: (m: stri
     clearInterval(statsTimer);
     try {
       await server.close();
-      process.disconnect?.();
       done(0);
     } catch (e) {
       log(`[worker ${index}] shutdown error: ${(e as Error).message}`);
       done(1);
+    } finally {
+      process.disconnect?.();
     }
   }
   process.off('message', earlyListener);

@@ -7,6 +7,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { Tracker, type TrackerOptions } from './tracker.js';
 import { loadState, saveState } from './persist.js';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
 
 export interface TrackerServerOptions extends TrackerOptions {
   /** Bind address (default 0.0.0.0; '::' for dual-stack). */
@@ -57,6 +59,14 @@ export class TrackerServer {
   async listen(): Promise<void> {
     const o = this.opts;
     const host = o.host ?? '0.0.0.0';
+    if (o.statePath && !o.stateReadOnly) {
+      const dir = dirname(resolvePath(o.statePath));
+      try {
+        accessSync(dir, fsConstants.W_OK);
+      } catch {
+        throw new Error(`state file folder ${dir} does not exist or is not writable`);
+      }
+    }
     if (o.statePath) {
       const n = await loadState(this.tracker.store, o.statePath, Math.floor(Date.now() / 1000));
       if (n >= 0) this.log(`loaded ${n} peers in ${this.tracker.store.swarms.size} swarms from ${o.statePath}`);

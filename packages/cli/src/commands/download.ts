@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { Session, formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
 import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
 import { startDht } from './dht-setup.js';
-import { progressMode, reportProgress } from '../progress.js';
+import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent download <magnet|file.torrent|info-hash> [options]
 
@@ -62,6 +62,7 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const { values: f, positionals } = parsed;
+  guardOutput();
   if (f.help) {
     console.log(HELP);
     return 0;
@@ -83,17 +84,25 @@ export async function run(argv: string[]): Promise<number> {
   const mode = progressMode(f);
   let torrent: Torrent | undefined;
   let progress: { stop(final?: boolean): void } | undefined;
-  const shutdown = async () => {
-    progress?.stop(true);
-    await session.close();
-    await dht?.close();
-  };
+  // Once only: the signal handler and the normal/error paths may both get here.
+  let closing: Promise<void> | undefined;
+  const shutdown = (): Promise<void> =>
+    (closing ??= (async () => {
+      progress?.stop(true);
+      progress = undefined;
+      await session.close();
+      await dht?.close();
+    })());
   let interrupted = false;
+  let signalExit: Promise<never> | undefined;
   const onSignal = () => {
     if (interrupted) process.exit(130);
     interrupted = true;
     if (mode !== 'json' && mode !== 'quiet') process.stderr.write('\nstopping (saving resume data)…\n');
-    void shutdown().then(() => process.exit(130));
+    signalExit = shutdown().then(
+      () => process.exit(130),
+      () => process.exit(130),
+    );
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -143,6 +152,8 @@ export async function run(argv: string[]): Promise<number> {
     await shutdown();
     return 0;
   } catch (err) {
+    // Stopped by Ctrl-C/SIGTERM: closing the torrent rejects what we were waiting on; that is no error.
+    if (signalExit) return signalExit;
     await shutdown().catch(() => {});
     throw err;
   } finally {

@@ -4,7 +4,7 @@ import { dirname, resolve, basename } from 'node:path';
 import { Session, createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
 import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
 import { startDht } from './dht-setup.js';
-import { progressMode, reportProgress } from '../progress.js';
+import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent seed <file-or-folder | file.torrent> [options]
 
@@ -41,6 +41,7 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const { values: f, positionals } = parsed;
+  guardOutput();
   if (f.help) {
     console.log(HELP);
     return 0;
@@ -85,16 +86,24 @@ export async function run(argv: string[]): Promise<number> {
   const dht = await startDht(f as SessionFlags, opts.port ?? 6881, opts.stateDir).catch(() => undefined);
   const session = new Session({ ...opts, dht });
   let progress: { stop(final?: boolean): void } | undefined;
-  const shutdown = async () => {
-    progress?.stop(true);
-    await session.close();
-    await dht?.close();
-  };
+  // Once only: the signal handler and the normal/error paths may both get here.
+  let closing: Promise<void> | undefined;
+  const shutdown = (): Promise<void> =>
+    (closing ??= (async () => {
+      progress?.stop(true);
+      progress = undefined;
+      await session.close();
+      await dht?.close();
+    })());
   let stopping = false;
+  let signalExit: Promise<never> | undefined;
   const onSignal = () => {
     if (stopping) process.exit(130);
     stopping = true;
-    void shutdown().then(() => process.exit(0));
+    signalExit = shutdown().then(
+      () => process.exit(0),
+      () => process.exit(0),
+    );
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -124,6 +133,8 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     // Close the listening socket and DHT, or the process would stay alive after printing the error.
+    // Stopped by Ctrl-C/SIGTERM: closing the torrent rejects what we were waiting on; that is no error.
+    if (signalExit) return signalExit;
     await shutdown().catch(() => {});
     throw err;
   }

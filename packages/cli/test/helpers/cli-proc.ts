@@ -59,6 +59,7 @@ export function runCli(t: TestContext, args: string[], opts: { env?: NodeJS.Proc
     });
   });
   const pid = child.pid!;
+  const label = `bitorrent ${args.join(' ')} (pid ${pid})`;
   t.after(() => {
     if (!done) {
       try {
@@ -94,12 +95,12 @@ export function runCli(t: TestContext, args: string[], opts: { env?: NodeJS.Proc
           resolve(hit);
         } else if (done) {
           cleanup();
-          reject(new Error(`process exited before the expected line\nstdout:\n${out}\nstderr:\n${err}`));
+          reject(new Error(`${label}: process exited before the expected line\nstdout:\n${out}\nstderr:\n${err}`));
         }
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for a line\nstdout:\n${out}\nstderr:\n${err}`));
+        reject(new Error(`${label}: timed out after ${timeoutMs} ms waiting for a line\nstdout:\n${out}\nstderr:\n${err}`));
       }, timeoutMs);
       const cleanup = () => {
         clearTimeout(timer);
