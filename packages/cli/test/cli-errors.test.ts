@@ -139,6 +139,14 @@ test('seed file.torrent --data DIR holding part of the data: a clear "incomplete
   // The partial data is left as it was: seeding must not truncate or extend the user's files.
   assert.equal((await stat(join(dir, 'part', 'pack', 'two.bin'))).size, 30_000);
 
+  // With all of the data, the same command seeds (and a leecher gets it).
+  const ok = await startSeeder(t, [torrentFile, '--data', join(dir, 'full'), ...SAFE, '--no-resume']);
+  const dl = await runCliToEnd(t, ['download', torrentFile, '--peer', `127.0.0.1:${ok.port}`, '-o', join(dir, 'dl'), ...SAFE, '--no-resume', '--quiet'], 30_000);
+  assert.equal(dl.code, 0, dl.stderr);
+  for (const [rel, want] of files) assert.ok((await readFile(join(dir, 'dl', 'pack', rel))).equals(want), rel);
+  ok.proc.kill('SIGINT');
+  assert.equal((await ok.proc.exited).code, 0, 'seed stops cleanly on Ctrl-C');
+
   // And an empty --data folder.
   await mkdir(join(dir, 'empty'));
   const e = await runCliToEnd(t, ['seed', torrentFile, '--data', join(dir, 'empty'), ...SAFE, '--no-resume'], 30_000);

@@ -72,6 +72,11 @@ test('seed <folder> prints info-hash + magnet; download by magnet (x.pe) and by 
   assert.equal(qlines.length, 1, `--quiet prints one final line, got:\n${m2.stdout}`);
   assert.match(qlines[0], /^done: data \(/);
   assert.equal(m2.stderr, '');
+
+  // 3. a bare info-hash + --peer: the metadata comes from the peer (BEP 9), then the data.
+  const m3 = await runCliToEnd(t, ['download', hash, '--peer', `127.0.0.1:${port}`, '-o', join(dir, 'out3'), ...SAFE, '--no-resume', '--quiet']);
+  assert.equal(m3.code, 0, m3.stderr);
+  await assertSameTree(new Map([...files].map(([k, v]) => [join('data', k), v])), join(dir, 'out3'));
 });
 
 test('plain (non-TTY) mode prints periodic status lines; --max-up 256K on the seeder bounds a 2 MiB transfer', async (t) => {
