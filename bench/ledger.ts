@@ -11,7 +11,7 @@
 import { parseArgs } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, openSync, writeSync, fdatasyncSync, closeSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -38,7 +38,7 @@ const { values: argv } = parseArgs({
 });
 const quick = !!argv.quick;
 const seconds = Number(argv.seconds ?? (quick ? 1.5 : 4));
-const verifyThreads = Number(argv['verify-threads'] ?? 1);
+const verifyThreads = Number(argv['verify-threads'] ?? Math.min(availableParallelism(), 4));
 const root = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(root, 'packages/cli/bin/bitorrent.js');
 const tmp = mkdtempSync(join(tmpdir(), 'btt-ledger-bench-'));
@@ -123,6 +123,8 @@ interface Result {
   p50_ms: number;
   p99_ms: number;
   errors: number;
+  /** In-process runs only: CPU time (all threads of the process: HTTP-less ledger, verify workers, SQLite writer) per op. */
+  cpu_us_per_op?: number;
 }
 
 function pct(a: number[], p: number): number {
@@ -184,10 +186,14 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
   const units = Math.max(20, Math.ceil(expected / clients / (workload === 'channel' ? 2 : 1)));
   const ops = presign(ledgerId, workload, clients, units);
   let r;
+  let cpu: number | undefined;
   if (transport === 'inproc') {
     const l = await Ledger.open({ db, ledgerKeys, expiryIntervalMs: 0, verifyThreads });
     try {
+      const c0 = process.cpuUsage();
       r = await drive((w) => l.submit(w), ops, clients, seconds * 1000);
+      const c = process.cpuUsage(c0);
+      cpu = Math.round((c.user + c.system) / Math.max(1, r.ops));
     } finally {
       await l.close();
     }
@@ -205,8 +211,8 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
       await exited;
     }
   }
-  const res: Result = { backend, transport, workload, clients, ops: r.ops, ops_per_s: Math.round(r.ops / r.secs), p50_ms: pct(r.lat, 50), p99_ms: pct(r.lat, 99), errors: r.errors };
-  log(`${backend.padEnd(8)} ${transport.padEnd(6)} ${workload.padEnd(8)} c=${String(clients).padStart(2)}  ${String(res.ops_per_s).padStart(6)} ops/s  p50 ${res.p50_ms} ms  p99 ${res.p99_ms} ms${r.errors ? `  errors ${r.errors}` : ''}`);
+  const res: Result = { backend, transport, workload, clients, ops: r.ops, ops_per_s: Math.round(r.ops / r.secs), p50_ms: pct(r.lat, 50), p99_ms: pct(r.lat, 99), errors: r.errors, ...(cpu !== undefined ? { cpu_us_per_op: cpu } : {}) };
+  log(`${backend.padEnd(8)} ${transport.padEnd(6)} ${workload.padEnd(8)} c=${String(clients).padStart(2)}  ${String(res.ops_per_s).padStart(6)} ops/s  p50 ${res.p50_ms} ms  p99 ${res.p99_ms} ms${cpu !== undefined ? `  cpu ${cpu} µs/op` : ''}${r.errors ? `  errors ${r.errors}` : ''}`);
   return res;
 }
 

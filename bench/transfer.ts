@@ -201,7 +201,14 @@ async function main(): Promise<void> {
   };
   for (const [k, v] of Object.entries(results)) if ('error' in v) summary[`${k}_error`] = v.error;
   console.log(JSON.stringify(summary));
-  if (!bt || !lt) process.exitCode = 1;
+  if (which.some((impl) => !ok(impl))) process.exitCode = 1;
+}
+
+// Ctrl-C / SIGTERM: stop the peers we started and remove the (GiB-sized) work dir.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    void stopAll().finally(() => process.exit(130));
+  });
 }
 
 main().catch(async (err) => {

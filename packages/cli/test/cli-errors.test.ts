@@ -108,6 +108,10 @@ test('--only 1 downloads one file of a multi-file torrent, complete and verified
   assert.ok(Number(last.wantedBytes) >= 170_000 && Number(last.wantedBytes) <= 170_000 + 2 * 16384, `wanted ${last.wantedBytes} ≈ the selected file only`);
   assert.ok(Number(last.wantedBytes) < Number(last.totalBytes));
   assert.equal(last.progress, 1);
+  // Out of range: with a magnet the file count is only known once the metadata arrived — still a clear error.
+  const bad = await runCliToEnd(t, ['download', `magnet:?xt=urn:btih:${seeder.infoHash}&x.pe=127.0.0.1:${seeder.port}`, '--only', '7', '-o', join(dir, 'bad'), ...SAFE, '--no-resume', '--quiet'], 30_000);
+  assert.equal(bad.signal, null, 'ends by itself instead of hanging');
+  assertCleanError(bad, 1, /--only: file index 7 out of range \(torrent has 3 files\)/);
   // The other files: at most the pieces shared with b.bin at its boundaries (≤ one piece each), never complete.
   for (const name of ['a.bin', 'c.bin']) {
     const st = await stat(join(dir, 'out', 'multi', name)).catch(() => undefined);
@@ -151,4 +155,20 @@ test('seed file.torrent --data DIR holding part of the data: a clear "incomplete
   await mkdir(join(dir, 'empty'));
   const e = await runCliToEnd(t, ['seed', torrentFile, '--data', join(dir, 'empty'), ...SAFE, '--no-resume'], 30_000);
   assertCleanError(e, 1, /incomplete \(0\.0% verified\)/);
+});
+
+test('output closed by the reader (`bitorrent seed … --json | head -1`): no EPIPE crash, the command keeps working', async (t) => {
+  const dir = await tmp(t, 'epipe');
+  await makeTree(join(dir, 'src'), { 'p.bin': 50_000 });
+  const s = await startSeeder(t, [join(dir, 'src', 'p.bin'), ...SAFE, '--no-resume']);
+  s.proc.child.stdout!.destroy(); // the reader goes away; the next JSON status line (every 1 s) hits EPIPE
+  // Let at least two status intervals pass, then prove the process is alive and still serving.
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal(s.proc.child.exitCode, null, `still running:\n${s.proc.stderr()}`);
+  const r = await runCliToEnd(t, ['download', `magnet:?xt=urn:btih:${s.infoHash}&x.pe=127.0.0.1:${s.port}`, '-o', join(dir, 'out'), ...SAFE, '--no-resume', '--quiet'], 30_000);
+  assert.equal(r.code, 0, r.stderr);
+  s.proc.kill('SIGINT');
+  const ex = await s.proc.exited;
+  assert.equal(ex.code, 0);
+  assert.ok(!/EPIPE/.test(s.proc.stderr()) && !hasStackTrace(s.proc.stderr()), s.proc.stderr());
 });

@@ -36,6 +36,10 @@ const BAN_AFTER_HASH_FAILURES = 2;
 const MAX_PENDING_WRITE_BYTES = 16 * 1024 * 1024;
 /** Bytes of spare piece buffers kept for reuse (cuts allocation and GC on the download path; bounds RSS). */
 const PIECE_POOL_BYTES = 16 * 1024 * 1024;
+/** Whole pieces kept in the upload read cache (a peer reads a piece block by block; 16 MiB = 16 pieces of 1 MiB). */
+const READ_CACHE_BYTES = 16 * 1024 * 1024;
+/** Bytes of evicted read-cache buffers kept for reuse by the upload path (on top of the read cache). */
+const READ_POOL_BYTES = 8 * 1024 * 1024;
 
 export type TorrentState = 'metadata' | 'checking' | 'downloading' | 'seeding' | 'paused' | 'error' | 'closed';
 
@@ -1036,13 +1040,13 @@ export class Torrent extends EventEmitter {
         if (this.readCache.get(index) === read) this.readCache.delete(index);
       },
     );
-    const maxPieces = Math.max(4, Math.floor((32 * 1024 * 1024) / (meta.pieceLength ?? 1)));
+    const maxPieces = Math.max(4, Math.floor(READ_CACHE_BYTES / (meta.pieceLength ?? 1)));
     while (this.readCache.size > maxPieces) {
       const old = this.readCache.keys().next().value as number;
       this.readCache.delete(old);
       const buf = this.readReady.get(old);
       this.readReady.delete(old);
-      if (buf && buf.length === meta.pieceLength && this.readRetired.length < 64) this.readRetired.push(buf);
+      if (buf && buf.length === meta.pieceLength && (this.readRetired.length + this.readSpare.length + 1) * buf.length <= READ_POOL_BYTES) this.readRetired.push(buf);
     }
     return p;
   }
@@ -1094,7 +1098,6 @@ export class Torrent extends EventEmitter {
   private tick(): void {
     if (this.state === 'closed') return;
     const now = this.deps.clock.now();
-    if (process.env.BT_PERF_DEBUG) for (const p of this.peers.values()) process.stderr.write(`DBG ${this.state} out=${p.outstanding.size} upq=${p.uploadQueue.length} serving=${p.serving} wl=${p.wire.writableLength} nd=${p.wire.needsDrain} choking=${p.wire.amChoking} pchoke=${p.wire.peerChoking} int=${p.wire.amInterested} pend=${this.pendingWriteBytes} inprog=${this.inProgress.size} pool=${this.piecePool.length}\n`);
     // Snubbed peers: nothing received for 30 s while requests are outstanding.
     for (const peer of this.peers.values()) {
       if (peer.outstanding.size > 0 && now - peer.lastPieceAt > 30_000) {

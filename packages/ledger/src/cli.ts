@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { generateKeyPair, keyPairFromSeed, type KeyPair } from './keys.js';
@@ -32,7 +33,9 @@ options:
   --faucet-amount BTT      faucet payout per new key (default 100)
   --faucet-difficulty N    faucet proof of work, leading zero bits (default 16)
   --max-channel-hours N    longest channel lifetime (default 720)
-  --verify-threads N       signature-verification worker threads (default 1)
+  --op-id-window-hours N   retry window of op ids, new ledgers only (default 24; 0 = remember every op id forever)
+  --verify-threads N       signature-verification worker threads (default: one per core, max 4)
+  --gather-ms N            adaptive group commit: wait up to N ms for ops still being verified (default 4)
   --commit-window-ms N     extra wait to gather a commit batch (default 0)
   --rate N                 operations per second per signing key (default 1000)
   -h, --help               this help
@@ -96,6 +99,7 @@ function genesisFrom(v: Record<string, unknown>): GenesisParams {
     faucetAmount: v['faucet-amount'] !== undefined ? parseBtt(v['faucet-amount'] as string) : undefined,
     faucetDifficulty: intOpt(v['faucet-difficulty'] as string | undefined, 'faucet-difficulty', 16, 0, 64),
     maxChannelMs: intOpt(v['max-channel-hours'] as string | undefined, 'max-channel-hours', 720, 1, 24 * 3650) * 3600_000,
+    opIdWindowMs: intOpt(v['op-id-window-hours'] as string | undefined, 'op-id-window-hours', 24, 0, 24 * 3650) * 3600_000,
   };
 }
 
@@ -113,6 +117,8 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
       'faucet-difficulty': { type: 'string' },
       'max-channel-hours': { type: 'string' },
       'verify-threads': { type: 'string' },
+      'gather-ms': { type: 'string' },
+      'op-id-window-hours': { type: 'string' },
       'commit-window-ms': { type: 'string' },
       rate: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -150,7 +156,8 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
     db,
     ledgerKeys,
     genesis: genesisFrom(v),
-    verifyThreads: intOpt(v['verify-threads'], 'verify-threads', 1, 0, 16),
+    verifyThreads: intOpt(v['verify-threads'], 'verify-threads', Math.min(availableParallelism(), 4), 0, 16),
+    gatherMs: intOpt(v['gather-ms'], 'gather-ms', 4, 0, 1000),
     commitWindowMs: intOpt(v['commit-window-ms'], 'commit-window-ms', 0, 0, 1000),
     expiryIntervalMs: cmd === 'serve' ? 1000 : 0,
   });

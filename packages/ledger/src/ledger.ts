@@ -9,7 +9,7 @@
  */
 import { sha256, BTT } from './codec.js';
 import type { KeyPair } from './keys.js';
-import { parseSignedOp, type SignedOp, MAX_OP_BYTES } from './ops.js';
+import { parseSignedOp, opIdTime, type SignedOp, MAX_OP_BYTES } from './ops.js';
 import { type ChannelInfo } from './payment.js';
 import { LedgerState, LedgerError, decodeEntry, ledgerIdOf, DEFAULT_SUPPLY, type Genesis, type JournalRow, type ApplyResult } from './state.js';
 import { openStorage, type LedgerStorage } from './storage.js';
@@ -27,6 +27,8 @@ export interface GenesisParams {
   faucetDifficulty?: number;
   /** Longest channel lifetime (default 30 days). */
   maxChannelMs?: number;
+  /** Retry window for op ids in ms (see Genesis.opIdWindowMs; default 0 = op ids remembered forever). */
+  opIdWindowMs?: number;
   createdAt?: number;
 }
 
@@ -40,10 +42,15 @@ export interface LedgerOptions {
   genesis?: GenesisParams;
   /** Ledger clock in ms (default Date.now). */
   clock?: () => number;
-  /** Worker threads verifying signatures (default 1 on a multi-core machine, else 0 = inline). */
+  /** Worker threads verifying signatures (default: one per core, at most 4; 0 = inline). */
   verifyThreads?: number;
   /** Extra wait before committing a batch, to gather more ops (default 0: batches form while the previous one syncs). */
   commitWindowMs?: number;
+  /**
+   * Adaptive group commit: when the writer is free but ops that arrived earlier are still being verified, wait for
+   * them up to this long so they join the same fsync (default 4 ms; 0 = commit whatever is verified at once).
+   */
+  gatherMs?: number;
   maxBatch?: number;
   /** Period of the automatic expiry sweep (default 1000 ms; 0 disables the timer — call tick()). */
   expiryIntervalMs?: number;
@@ -65,7 +72,18 @@ export function makeGenesis(ledgerPublicKey: Buffer, p: GenesisParams = {}, now 
     allocations,
     faucet: { account: ledgerPublicKey, amount: p.faucetAmount ?? 100n * BTT, difficulty: p.faucetDifficulty ?? 16 },
     maxChannelMs: p.maxChannelMs ?? 30 * 24 * 3600 * 1000,
+    ...(p.opIdWindowMs ? { opIdWindowMs: p.opIdWindowMs } : {}),
   };
+}
+
+export interface SubmitOptions {
+  /** Called after the signature verified; return a LedgerError to refuse the op (nothing is charged or applied). */
+  admit?: (signer: Buffer) => LedgerError | undefined;
+}
+
+interface Ticket {
+  q: Queued;
+  state: 0 | 1 | 2;
 }
 
 interface Queued {
@@ -97,6 +115,7 @@ export class Ledger extends LedgerApiBase {
   private readonly clock: () => number;
   private readonly verifier: Verifier;
   private readonly commitWindowMs: number;
+  private readonly gatherMs: number;
   private readonly maxBatch: number;
   private queue: Queued[] = [];
   private writing = false;
@@ -115,9 +134,10 @@ export class Ledger extends LedgerApiBase {
     this.storage = storage;
     this.keys = opts.ledgerKeys;
     this.clock = opts.clock ?? Date.now;
-    const threads = opts.verifyThreads ?? (navigatorCores() > 1 ? 1 : 0);
+    const threads = opts.verifyThreads ?? Math.min(navigatorCores(), 4);
     this.verifier = new Verifier(threads);
     this.commitWindowMs = opts.commitWindowMs ?? 0;
+    this.gatherMs = opts.gatherMs ?? 4;
     this.maxBatch = opts.maxBatch ?? 8192;
     this.durableHeight = state.height;
     const every = opts.expiryIntervalMs ?? 1000;
@@ -231,7 +251,12 @@ export class Ledger extends LedgerApiBase {
     return new LedgerError('unavailable', `ledger unavailable: ${this.failed?.message ?? 'closed'}`, 503);
   }
 
-  async submit(wire: Buffer): Promise<OpResult> {
+  /**
+   * Submit a signed operation; resolves with its journal position once durable.
+   * `opts.admit`, if given, is called with the signer only after the signature has verified (e.g. a per-key rate
+   * limit, so forged ops cannot spend another key's allowance); returning an error rejects the op with it.
+   */
+  async submit(wire: Buffer, opts?: SubmitOptions): Promise<OpResult> {
     if (this.failed || this.closed) throw this.unavailable();
     let s: SignedOp;
     try {
@@ -242,6 +267,12 @@ export class Ledger extends LedgerApiBase {
     }
     const { op } = s;
     if (!op.ledgerId.equals(this.state.ledgerId)) throw new LedgerError('wrong_ledger', 'operation is for another ledger');
+    const win = this.state.genesis.opIdWindowMs;
+    if (win) {
+      const t = opIdTime(op.opId);
+      const now = Math.max(this.clock(), this.state.lastTime);
+      if (t < now - win || t > now + win) throw new LedgerError('op_id_expired', `op id time is outside the ledger's ${win} ms retry window; if this is a retry, look the op up in the history`);
+    }
     const prev = this.state.ops.get(op.signer.toString('latin1') + op.opId.toString('latin1'));
     if (prev) {
       if (!prev.msgHash.equals(sha256(s.msg))) throw new LedgerError('duplicate_op_id', 'this op id was already used for a different operation', 409);
@@ -257,13 +288,66 @@ export class Ledger extends LedgerApiBase {
         items.push({ msg: encodePaymentState(st), sig: b.requesterSig, pub: c.requester });
       }
     }
-    const ok = await this.verifier.verify(items);
-    if (!ok[0]) throw new LedgerError('bad_signature', 'operation signature does not verify', 401);
-    if (this.failed || this.closed) throw this.unavailable();
+    // Verification runs on the worker threads as soon as the op arrives, while earlier batches are applied and
+    // fsynced. Ops are admitted to the commit queue in ARRIVAL order (a reorder buffer), whatever order their
+    // verifications finish in; an op that fails verification (or admission) leaves the buffer at once and blocks
+    // nothing behind it.
     return new Promise<OpResult>((resolve, reject) => {
-      this.queue.push({ s, paymentSigOk: ok[1], resolve, reject });
-      this.kick();
+      const t: Ticket = { q: { s, resolve, reject }, state: 0 };
+      this.arrivals.push(t);
+      this.arrived++;
+      this.verifier.verify(items).then((ok) => {
+        if (!ok[0]) {
+          t.state = 2;
+          reject(new LedgerError('bad_signature', 'operation signature does not verify', 401));
+        } else if (this.failed || this.closed) {
+          t.state = 2;
+          reject(this.unavailable());
+        } else {
+          const why = opts?.admit?.(op.signer);
+          if (why) {
+            t.state = 2;
+            reject(why);
+          } else {
+            t.q.paymentSigOk = ok[1];
+            t.state = 1;
+          }
+        }
+        this.drainArrivals();
+      });
     });
+  }
+
+  /** Tickets in arrival order: 0 = verifying, 1 = verified (admit), 2 = dropped (already answered). */
+  private arrivals: Ticket[] = [];
+  private arrivalHead = 0;
+  /** Ops ever submitted past parsing, and how many of those (a prefix, in arrival order) are verified or dropped. */
+  private arrived = 0;
+  private settled = 0;
+
+  private drainArrivals(): void {
+    const a = this.arrivals;
+    const head = this.arrivalHead;
+    let i = head;
+    let moved = false;
+    while (i < a.length && a[i]!.state !== 0) {
+      const t = a[i++]!;
+      if (t.state === 1) {
+        this.queue.push(t.q);
+        moved = true;
+      }
+    }
+    this.settled += i - head;
+    if (i === a.length) {
+      this.arrivals = [];
+      this.arrivalHead = 0;
+    } else if (i > 1024 && i * 2 > a.length) {
+      this.arrivals = a.slice(i);
+      this.arrivalHead = 0;
+    } else this.arrivalHead = i;
+    if (this.gatherBarrier >= 0 && this.settled >= this.gatherBarrier) this.endGather();
+    else if (moved) this.kick();
+    else this.maybeIdle();
   }
 
   /** Refund channels whose expiry has passed (also runs before every batch). Resolves when durable. */
@@ -280,8 +364,16 @@ export class Ledger extends LedgerApiBase {
   private forceCommit = false;
 
   private onIdle(f: () => void): void {
-    if (!this.writing && this.queue.length === 0 && !this.forceCommit) f();
+    if (this.isIdle()) f();
     else this.idle.push(f);
+  }
+
+  private isIdle(): boolean {
+    return !this.writing && this.queue.length === 0 && !this.forceCommit && this.arrivalHead === this.arrivals.length;
+  }
+
+  private maybeIdle(): void {
+    if (this.idle.length > 0 && this.isIdle()) for (const f of this.idle.splice(0)) f();
   }
 
   private kick(): void {
@@ -290,7 +382,23 @@ export class Ledger extends LedgerApiBase {
     this.writing = true;
     const go = () => void this.commit();
     if (this.commitWindowMs > 0) setTimeout(go, this.commitWindowMs);
-    else queueMicrotask(go);
+    else if (this.gatherMs > 0 && !this.forceCommit && this.settled < this.arrived) {
+      // Adaptive group commit: the writer is free but ops that arrived before now are still being verified (e.g. the
+      // other worker's chunk). Wait for them — at most gatherMs — so they share this fsync instead of paying another.
+      this.gatherBarrier = this.arrived;
+      this.gatherTimer = setTimeout(() => this.endGather(), this.gatherMs);
+    } else queueMicrotask(go);
+  }
+
+  private gatherBarrier = -1;
+  private gatherTimer: NodeJS.Timeout | null = null;
+
+  private endGather(): void {
+    if (this.gatherBarrier < 0) return;
+    this.gatherBarrier = -1;
+    if (this.gatherTimer) clearTimeout(this.gatherTimer);
+    this.gatherTimer = null;
+    void this.commit();
   }
 
   private async commit(): Promise<void> {
@@ -348,7 +456,7 @@ export class Ledger extends LedgerApiBase {
     }
     this.writing = false;
     if (this.queue.length > 0 || this.forceCommit) this.kick();
-    else for (const f of this.idle.splice(0)) f();
+    else this.maybeIdle();
   }
 
   /** Wait for queued work, stop timers and workers, close storage. */

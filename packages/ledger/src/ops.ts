@@ -117,8 +117,19 @@ export function parseSignedOp(wire: Buffer): SignedOp {
   return { op: decodeOp(msg), msg, sig, wire };
 }
 
-export function newOpId(): Buffer {
-  return randomBytes(16);
+/**
+ * A fresh op id: creation time in ms (48-bit big-endian) ‖ 10 random bytes. Ledgers with a retry window
+ * (Genesis.opIdWindowMs) require this layout; others accept any 16 bytes.
+ */
+export function newOpId(now: number = Date.now()): Buffer {
+  const id = randomBytes(16);
+  id.writeUIntBE(Math.max(0, Math.min(now, 2 ** 48 - 1)), 0, 6);
+  return id;
+}
+
+/** The creation time (ms) in an op id made by newOpId. */
+export function opIdTime(opId: Buffer): number {
+  return opId.readUIntBE(0, 6);
 }
 
 /** Build and sign an operation; returns the wire form (`msg ‖ sig`). */

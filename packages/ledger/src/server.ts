@@ -25,7 +25,7 @@ export interface LedgerServerOptions {
   port?: number;
   /** Sustained operations per second per signing key (default 1000), burst = 2× rate. */
   opsPerKeyPerSec?: number;
-  /** Requests per second per client IP (default 50,000). */
+  /** Requests per second per client IP, each op of a batch counting as one (default 50,000; charged before any signature check). */
   requestsPerIpPerSec?: number;
   maxBodyBytes?: number;
   /** Clock for the rate limiters (ms; default Date.now). */
@@ -39,6 +39,9 @@ class Buckets {
     private burst: number,
   ) {}
   take(k: string, now: number): boolean {
+    return this.takeN(k, now, 1);
+  }
+  takeN(k: string, now: number, n: number): boolean {
     let b = this.m.get(k);
     if (!b) {
       if (this.m.size > 100_000) this.sweep(now);
@@ -47,8 +50,8 @@ class Buckets {
     }
     b.tokens = Math.min(this.burst, b.tokens + ((now - b.t) / 1000) * this.rate);
     b.t = now;
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
+    if (b.tokens < n) return false;
+    b.tokens -= n;
     return true;
   }
   private sweep(now: number): void {
@@ -115,16 +118,20 @@ export function createLedgerServer(opts: LedgerServerOptions): { server: Server;
     return fail(res, 404, 'not_found', 'unknown path');
   }
 
-  /** Validate one hex op, rate-limit its signer and submit it. */
+  const admit = (signer: Buffer): LedgerError | undefined =>
+    keyBuckets.take(signer.toString('latin1'), clock()) ? undefined : new LedgerError('rate_limited', 'too many operations for this key', 429);
+
+  /** Validate one hex op and submit it (its signer is rate-limited after verification, see admit). */
   function submitHex(op: unknown, now: number): Promise<Record<string, unknown>> {
     const err = (status: number, code: string, message: string) => Promise.resolve({ status, error: { code, message } });
     if (typeof op !== 'string' || op.length > MAX_OP_BYTES * 2 || op.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(op)) return err(400, 'bad_request', 'op must be hex, at most 512 bytes');
     const wire = Buffer.from(op, 'hex');
-    // Rate limit by the signing key before the (expensive) signature check.
+    // The per-key allowance is charged only once the signature has verified (admit runs after verification), so a
+    // forged op naming someone else's key cannot spend that key's allowance; forged ops cost the sender's per-IP
+    // allowance instead (charged per op, before verification).
     const signerAt = OP_TAG.length + 1 + 32 + 16;
     if (wire.length < signerAt + 32 + 64) return err(400, 'malformed_op', 'operation too short');
-    if (!keyBuckets.take(wire.subarray(signerAt, signerAt + 32).toString('latin1'), now)) return err(429, 'rate_limited', 'too many operations for this key');
-    return ledger.submit(wire).then(
+    return ledger.submit(wire, { admit }).then(
       (r) => ({ status: 200, ...opResultToJson(r) }),
       (e: unknown) => (e instanceof LedgerError ? { status: e.status, error: { code: e.code, message: e.message } } : { status: 500, error: { code: 'internal', message: 'internal error' } }),
     );
@@ -169,6 +176,8 @@ export function createLedgerServer(opts: LedgerServerOptions): { server: Server;
       }
       const ops = (body as { ops?: unknown }).ops;
       if (keys.length !== 1 || !Array.isArray(ops) || ops.length < 1 || ops.length > MAX_BATCH_OPS) return fail(res, 400, 'bad_request', `body must be exactly {"ops": ["<hex>", ...]} with 1..${MAX_BATCH_OPS} ops`);
+      // The request took one per-IP token; a batch pays one more per further op, before any signature is checked.
+      if (ops.length > 1 && !ipBuckets.takeN(req.socket.remoteAddress ?? '?', now, ops.length - 1)) return fail(res, 429, 'rate_limited', 'too many requests from this address');
       void Promise.all(ops.map((op) => submitHex(op, now))).then((results) => send(res, 200, { results }));
     });
   }

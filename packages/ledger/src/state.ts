@@ -11,7 +11,7 @@
 import { Writer, Reader, tag, sha256, U128_MAX, BTT } from './codec.js';
 import { sign, verify } from './keys.js';
 import { type ChannelInfo, type ChannelStatus, verifyPaymentStateSignature } from './payment.js';
-import { type SignedOp, parseSignedOp, channelIdFor, powHash, leadingZeroBits, opAccounts } from './ops.js';
+import { type SignedOp, parseSignedOp, channelIdFor, powHash, leadingZeroBits, opAccounts, opIdTime } from './ops.js';
 
 export const GENESIS_TAG = tag('bitorrent/ledger-genesis/v1');
 export const LEDGER_ID_TAG = tag('bitorrent/ledger-id/v1');
@@ -37,6 +37,13 @@ export interface Genesis {
   faucet: { account: Buffer; amount: bigint; difficulty: number };
   /** Longest allowed channel lifetime from the time of open/top-up (ms). */
   maxChannelMs: number;
+  /**
+   * Retry window for op ids (ms; absent/0 = every op id is remembered forever, the v1 behaviour). When set, an op id
+   * must start with its creation time (48-bit big-endian ms, see newOpId); the ledger refuses op ids more than this
+   * far from its clock (`op_id_expired`) and forgets (signer, opId) records once they fall out of the window, so the
+   * idempotency memory holds at most ~2 windows of ops. The op id is signed, so an old op cannot be replayed.
+   */
+  opIdWindowMs?: number;
 }
 
 export function encodeGenesis(g: Genesis): Buffer {
@@ -44,6 +51,8 @@ export function encodeGenesis(g: Genesis): Buffer {
   w.bytes(g.faucet.account, 32).u128(g.faucet.amount).u8(g.faucet.difficulty);
   w.u64(g.allocations.length);
   for (const a of g.allocations) w.bytes(a.account, 32).u128(a.amount);
+  // Optional trailing field: absent when unset, so genesis encodings (and ledger ids) of v1 ledgers are unchanged.
+  if (g.opIdWindowMs) w.u64(BigInt(g.opIdWindowMs));
   return w.done();
 }
 
@@ -59,8 +68,14 @@ export function decodeGenesis(b: Buffer): Genesis {
   if (n > 100_000) throw new RangeError('too many allocations');
   const allocations = [];
   for (let i = 0; i < n; i++) allocations.push({ account: Buffer.from(r.bytes(32)), amount: r.u128() });
+  const g: Genesis = { ledgerPublicKey, createdAt, supply, allocations, faucet, maxChannelMs };
+  if (r.pos < r.buf.length) {
+    const w = r.u64();
+    if (w === 0n || w > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError('bad op id window');
+    g.opIdWindowMs = Number(w);
+  }
   r.end();
-  return { ledgerPublicKey, createdAt, supply, allocations, faucet, maxChannelMs };
+  return g;
 }
 
 export function ledgerIdOf(g: Genesis): Buffer {
@@ -193,6 +208,35 @@ export class LedgerState {
   readonly accounts = new Map<string, AccountRecord>();
   readonly channels = new Map<string, ChannelRecord>();
   readonly ops = new Map<string, OpRecord>();
+  /** Op ids by creation-time bucket, for forgetting them once out of the retry window (only with opIdWindowMs). */
+  private opBuckets = new Map<number, string[]>();
+  private opBucketMin = Infinity;
+  private get opBucketMs(): number {
+    return Math.max(1000, Math.floor((this.genesis.opIdWindowMs ?? 0) / 64));
+  }
+
+  /** Forget op ids created before `time - window` (deterministic: a function of the journal's times only). */
+  private forgetOpIds(time: number): void {
+    const win = this.genesis.opIdWindowMs;
+    if (!win || this.opBuckets.size === 0) return;
+    const B = this.opBucketMs;
+    // Bucket b holds times in [b·B, (b+1)·B): drop it once all of it is older than time - window.
+    const cutoff = Math.floor((time - win) / B) - 1;
+    if (this.opBucketMin > cutoff) return;
+    if (cutoff - this.opBucketMin > this.opBuckets.size * 4) {
+      for (const [b, l] of this.opBuckets) if (b <= cutoff) {
+        for (const k of l) this.ops.delete(k);
+        this.opBuckets.delete(b);
+      }
+    } else
+      for (let b = this.opBucketMin; b <= cutoff; b++) {
+        const l = this.opBuckets.get(b);
+        if (!l) continue;
+        for (const k of l) this.ops.delete(k);
+        this.opBuckets.delete(b);
+      }
+    this.opBucketMin = cutoff + 1;
+  }
   /** Channel ids per account (as requester or provider). */
   readonly channelsByAccount = new Map<string, Buffer[]>();
   private expiry = new ExpiryHeap();
@@ -344,6 +388,12 @@ export class LedgerState {
     const { op } = s;
     if (!op.ledgerId.equals(this.ledgerId)) return reject('wrong_ledger', 'operation is for another ledger');
     const opKey = key(op.signer) + key(op.opId);
+    const win = this.genesis.opIdWindowMs;
+    if (win) {
+      this.forgetOpIds(time);
+      const t = opIdTime(op.opId);
+      if (t < time - win || t > time + win) return reject('op_id_expired', `op id time is outside the ledger's ${win} ms retry window; if this is a retry, look the op up in the history`);
+    }
     const prev = this.ops.get(opKey);
     if (prev) {
       if (prev.msgHash.equals(sha256(s.msg))) return { ok: true, seq: prev.seq, channelId: prev.channelId, duplicate: true };
@@ -473,6 +523,13 @@ export class LedgerState {
     }
     const row = this.append(EntryType.op, s.wire, time, accounts);
     this.ops.set(opKey, { seq: row.seq, msgHash: sha256(s.msg), channelId });
+    if (win) {
+      const bk = Math.floor(opIdTime(op.opId) / this.opBucketMs);
+      let l = this.opBuckets.get(bk);
+      if (!l) this.opBuckets.set(bk, (l = []));
+      l.push(opKey);
+      if (bk < this.opBucketMin) this.opBucketMin = bk;
+    }
     return { ok: true, seq: row.seq, channelId, row };
   }
 

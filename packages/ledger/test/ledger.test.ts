@@ -70,6 +70,42 @@ test('replayed op id: applied once, retry returns the original; reused id with o
   assert.equal((await ledger.account(bob.publicKey)).balance, 500n * BTT + 6n);
 });
 
+test('bounded retry window: op ids outside it are op_id_expired, remembered ones are forgotten, replay and verify still work', async (t) => {
+  const base = await makeLedger(t);
+  const W = 60_000;
+  const f = await makeLedger(t, { genesis: { allocations: [{ account: base.alice.publicKey, amount: 1000n }], opIdWindowMs: W, createdAt: base.clock.t } });
+  const { ledger, alice, bob, clock } = f;
+  clock.t = base.clock.t;
+  const opId = newOpId(clock.t);
+  const a = await ledger.transfer({ fromKeys: alice, to: bob.publicKey, amount: 5n, opId });
+  // A retry inside the window is answered with the original.
+  const b = await ledger.transfer({ fromKeys: alice, to: bob.publicKey, amount: 5n, opId });
+  assert.equal(b.seq, a.seq);
+  assert.equal(b.duplicate, true);
+  // Op ids dated outside the window (past or future) are refused.
+  await rejects(ledger.transfer({ fromKeys: alice, to: bob.publicKey, amount: 1n, opId: newOpId(clock.t - W - 1) }), 'op_id_expired');
+  await rejects(ledger.transfer({ fromKeys: alice, to: bob.publicKey, amount: 1n, opId: newOpId(clock.t + W + 1) }), 'op_id_expired');
+  await ledger.transfer({ fromKeys: alice, to: bob.publicKey, amount: 1n, opId: newOpId(clock.t - W + 1000) });
+  assert.equal(ledger.state.ops.size, 2);
+  // Past the window the old ids are forgotten (memory bounded) and a replay of the old signed op is refused.
+  clock.advance(3 * W);
+  await ledger.transfer({ fromKeys: alice, to: bob.publicKey, amount: 2n, opId: newOpId(clock.t) });
+  assert.equal(ledger.state.ops.size, 1);
+  await rejects(ledger.transfer({ fromKeys: alice, to: bob.publicKey, amount: 5n, opId }), 'op_id_expired');
+  assert.equal((await ledger.account(bob.publicKey)).balance, 8n);
+  // Restart replays the journal deterministically (same forgetting), and verify from genesis passes.
+  const digest = ledger.state.digest;
+  const l2 = await f.reopen();
+  assert.deepEqual(l2.state.digest, digest);
+  assert.equal(l2.state.ops.size, 1);
+  assert.equal(l2.state.genesis.opIdWindowMs, W);
+  const st = new SqliteStorage(f.db);
+  await st.init();
+  const rep = await verifyJournal(st);
+  await st.close();
+  assert.equal(rep.ok, true, rep.error);
+});
+
 test('channel: open, top-up, close by provider with the latest state', async (t) => {
   const { ledger, alice, bob, clock } = await makeLedger(t);
   const lid = ledger.state.ledgerId;
@@ -234,6 +270,50 @@ test('worker-thread verification gives the same verdicts', async (t) => {
   assert.equal(new Set(rs.map((r) => r.seq)).size, 200);
   assert.equal((await ledger.account(bob.publicKey)).balance, 500n * BTT + 200n);
   assert.ok(ledger.stats.batches < 200, `group commit batched: ${ledger.stats.batches} batches`);
+});
+
+test('pipelined verification: ops apply in arrival order across 2 workers; forged ops and refused admissions block nothing', async (t) => {
+  const { ledger, alice, bob, carol } = await makeLedger(t, { verifyThreads: 2 });
+  const id = ledger.state.ledgerId;
+  // Interleave signers; every 7th op is forged, every 11th is refused by admit (after verification).
+  const wires: { wire: Buffer; forged: boolean; refused: boolean; opId: Buffer }[] = [];
+  for (let i = 0; i < 300; i++) {
+    const from = i % 2 ? alice : bob;
+    const op = signOp(id, from, { kind: 'transfer', to: carol.publicKey, amount: BigInt(i + 1) });
+    const forged = i % 7 === 3;
+    const wire = forged ? Buffer.concat([op.msg, sign(op.msg, carol.secretKey)]) : op.wire;
+    wires.push({ wire, forged, refused: !forged && i % 11 === 5, opId: op.op.opId });
+  }
+  const admitted: string[] = [];
+  const results = await Promise.allSettled(
+    wires.map((w) =>
+      ledger.submit(w.wire, {
+        admit: (signer) => {
+          admitted.push(signer.toString('hex'));
+          return w.refused ? new LedgerError('rate_limited', 'refused', 429) : undefined;
+        },
+      }),
+    ),
+  );
+  let lastSeq = 0;
+  results.forEach((r, i) => {
+    const w = wires[i]!;
+    if (w.forged) {
+      assert.ok(r.status === 'rejected' && (r.reason as LedgerError).code === 'bad_signature', `op ${i} forged`);
+    } else if (w.refused) {
+      assert.ok(r.status === 'rejected' && (r.reason as LedgerError).code === 'rate_limited', `op ${i} refused`);
+    } else {
+      assert.equal(r.status, 'fulfilled', `op ${i}`);
+      const seq = (r as PromiseFulfilledResult<{ seq: number }>).value.seq;
+      assert.ok(seq > lastSeq, `op ${i} applied in arrival order (${seq} after ${lastSeq})`);
+      lastSeq = seq;
+    }
+  });
+  // admit ran only for ops whose signature verified.
+  assert.equal(admitted.length, wires.filter((w) => !w.forged).length);
+  const paid = wires.reduce((s, w, i) => (w.forged || w.refused ? s : s + BigInt(i + 1)), 0n);
+  assert.equal((await ledger.account(carol.publicKey)).balance, paid);
+  assert.equal(ledger.state.sumBalances() + ledger.state.escrow, ledger.state.genesis.supply);
 });
 
 test('reads only show durable state; a storage failure poisons the ledger', async (t) => {

@@ -114,6 +114,33 @@ test('HTTP server + SDK: every operation, lookups, error codes, limits', async (
   assert.equal(f.ledger.state.sumBalances() + f.ledger.state.escrow, info.supply);
 });
 
+test('rate limits: forged ops do not spend the named key\'s allowance; batches pay per op per IP', async (t) => {
+  const f = await makeLedger(t, { verifyThreads: 2 });
+  const srv = createLedgerServer({ ledger: f.ledger, opsPerKeyPerSec: 5, requestsPerIpPerSec: 20, clock: f.clock.now });
+  const url = await srv.listen();
+  t.after(() => srv.close());
+  const { alice, bob } = f;
+  const J = { 'content-type': 'application/json' };
+  // 12 ops that name alice as signer but are signed by bob: more than alice's burst (10).
+  const forged = Array.from({ length: 12 }, () => {
+    const op = signOp(f.ledger.state.ledgerId, alice, { kind: 'transfer', to: bob.publicKey, amount: 1n });
+    return Buffer.concat([op.msg, sign(op.msg, bob.secretKey)]).toString('hex');
+  });
+  const r = await raw(url, 'POST', '/v1/ops/batch', JSON.stringify({ ops: forged }), J);
+  assert.equal(r.status, 200);
+  assert.deepEqual(new Set(r.json.results.map((x: any) => x.error.code)), new Set(['bad_signature']));
+  // Alice's allowance is intact: her full burst of 10 genuine ops passes.
+  const genuine = Array.from({ length: 10 }, () => signOp(f.ledger.state.ledgerId, alice, { kind: 'transfer', to: bob.publicKey, amount: 1n }).wire.toString('hex'));
+  const g = await raw(url, 'POST', '/v1/ops/batch', JSON.stringify({ ops: genuine }), J);
+  assert.equal(g.status, 200);
+  assert.ok(g.json.results.every((x: any) => typeof x.seq === 'number'), JSON.stringify(g.json.results));
+  // The IP allowance (burst 40) paid 1 per op: 12 + 10 used, so a batch of 19 more is refused whole, before any check.
+  const more = Array.from({ length: 19 }, () => forged[0]!);
+  const m = await raw(url, 'POST', '/v1/ops/batch', JSON.stringify({ ops: more }), J);
+  assert.equal(m.status, 429);
+  assert.equal(m.json.error.code, 'rate_limited');
+});
+
 test('wallet CLI against a served ledger', async (t) => {
   const dir = tempDir(t);
   const f = await makeLedger(t, { genesis: { faucetAmount: 100n * BTT, faucetDifficulty: 4 } });

@@ -118,9 +118,20 @@ export async function run(argv: string[]): Promise<number> {
       sequential: f.sequential,
       pex: !f['no-pex'],
     });
+    // A bad --only (index out of range) is only known once the metadata is there (magnet): it must end the
+    // command with its message, not throw inside the core's 'metadata' event (which would drop the peer and hang).
+    let failSelection: (err: Error) => void = () => {};
+    const selectionFailed = new Promise<never>((_, reject) => (failSelection = reject));
+    selectionFailed.catch(() => {});
     if (only) {
       const t = torrent;
-      const apply = () => t.setFileSelection(only);
+      const apply = () => {
+        try {
+          t.setFileSelection(only);
+        } catch (err) {
+          failSelection(new Error(`--only: ${(err as Error).message}`));
+        }
+      };
       if (t.metainfo) apply();
       else t.once('metadata', apply);
     }
@@ -131,6 +142,7 @@ export async function run(argv: string[]): Promise<number> {
     const started = Date.now();
     await Promise.race([
       torrent.done,
+      selectionFailed,
       new Promise((_, reject) => torrent!.once('error', reject)),
     ]);
     progress.stop(true);

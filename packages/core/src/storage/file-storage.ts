@@ -3,7 +3,7 @@
  * opens files lazily through a small LRU of file descriptors, creates directories lazily and files sparse,
  * never writes BEP 47 pad files (they read as zeros), and surfaces every fs failure as a StorageError.
  */
-import { constants, promises as fsp } from 'node:fs';
+import { constants, promises as fsp, read as fsRead, write as fsWrite } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { type Metainfo, filesForPiece, firstFileAt, pieceSize } from '../metainfo.js';
@@ -26,6 +26,18 @@ interface Handle {
 }
 
 const WRITE_FLAGS = constants.O_RDWR | constants.O_CREAT;
+
+/*
+ * Positional I/O on the handle's descriptor through the callback API: about half the per-call cost of
+ * FileHandle.read/write (no FileHandle bookkeeping, one promise instead of several). The descriptor stays
+ * valid for the call: withHandle() keeps the handle busy, so it is not closed underneath us.
+ */
+function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fsWrite(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
+function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fsRead(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
 
 export class FileStorage implements PieceStorage {
   readonly meta: Metainfo;
@@ -91,7 +103,7 @@ export class FileStorage implements PieceStorage {
         let left = to - from;
         h.dirty = true;
         while (left > 0) {
-          const { bytesWritten } = await fh.write(data, off, left, pos);
+          const bytesWritten = await pwrite(fh.fd, data, off, left, pos);
           if (bytesWritten <= 0) throw new StorageError(`storage: write to ${this.paths[i]} made no progress`, 'EIO', this.paths[i]);
           off += bytesWritten;
           pos += bytesWritten;
@@ -176,7 +188,7 @@ export class FileStorage implements PieceStorage {
         await this.withFile(i, false, async (fh) => {
           let got = 0;
           while (got < n) {
-            const { bytesRead } = await fh.read(out, o + got, n - got, filePos + got);
+            const bytesRead = await pread(fh.fd, out, o + got, n - got, filePos + got);
             if (bytesRead === 0) {
               throw new StorageError(`storage: ${this.paths[i]} is shorter than expected (need ${filePos + n} bytes)`, 'ESHORT', this.paths[i]);
             }
