@@ -167,6 +167,7 @@ export class Peer {
   lastPieceAt: number;
   lastUnchokedAt: number | undefined;
   hashFailures = 0;
+  /** Pieces the peer lets us request while it chokes us (its BEP 6 allowed-fast messages). We grant none. */
   allowedFast = new Set<number>();
   serving = false;
   readPaused = false;
@@ -416,7 +417,7 @@ export class Torrent extends EventEmitter {
     for (const peer of this.peers.values()) {
       if (peer.wire.amInterested) peer.wire.notInterested();
       // Two seeds have nothing to say to each other.
-      if (peer.isSeed()) peer.wire.destroy();
+      if (peer.isSeed()) peer.wire.end();
     }
     void this.saveResume();
     this.emit('done');
@@ -606,7 +607,8 @@ export class Torrent extends EventEmitter {
   }
 
   private maybeDropSeed(peer: Peer): void {
-    if (this.state === 'seeding' && peer.isSeed()) peer.wire.destroy();
+    // end(), not destroy(): messages the peer queued before its last HAVE (e.g. a payment) are still read.
+    if (this.state === 'seeding' && peer.isSeed()) peer.wire.end();
   }
 
   private sendOurBitfield(peer: Peer): void {
@@ -653,7 +655,7 @@ export class Torrent extends EventEmitter {
     this.picker?.peerGone(peer.key);
     // Peers we reached once are worth retrying later (unless banned).
     if (peer.outgoing && !this.banned.has(peer.address.host) && this.state !== 'closed') {
-      this.candidates.set(peer.key, { address: peer.address, failures: 1, nextAttemptAt: this.deps.clock.now() + 30_000, source: 'reconnect' });
+      this.candidates.set(peer.key, { address: peer.address, failures: 1, nextAttemptAt: this.deps.clock.now() + 5_000, source: 'reconnect' });
     }
     this.emit('peer-closed', peer.key);
     this.scheduleRechoke();
@@ -921,7 +923,7 @@ export class Torrent extends EventEmitter {
       length > 0 &&
       length <= MAX_SERVED_BLOCK &&
       begin + length <= pieceSize(meta, index);
-    const allowed = !peer.wire.amChoking || peer.allowedFast.has(index);
+    const allowed = !peer.wire.amChoking;
     if (!valid || !allowed || peer.uploadQueue.length >= MAX_PEER_REQUEST_QUEUE) {
       if (peer.wire.peerCaps?.fast) peer.wire.reject(index, begin, length);
       return;
@@ -984,7 +986,10 @@ export class Torrent extends EventEmitter {
           }
         }
         const block = piece.subarray(req.begin, req.begin + req.length);
-        if (peer.wire.amChoking && !peer.allowedFast.has(req.index)) continue; // choked while reading
+        if (peer.wire.amChoking) {
+          peer.wire.reject(req.index, req.begin, req.length); // choked while reading (no-op without BEP 6)
+          continue;
+        }
         peer.wire.piece(req.index, req.begin, block);
         this.opts.uploadGate?.onBlockUploaded?.(peer.key, req.index, req.length);
         peer.upRate.add(req.length);
@@ -1088,7 +1093,7 @@ export class Torrent extends EventEmitter {
       } else if (!unchoke && !peer.wire.amChoking) {
         peer.wire.choke();
         // Drop their queued requests (BEP 6 peers get explicit rejects).
-        for (const r of peer.uploadQueue.splice(0)) if (peer.wire.peerCaps?.fast && !peer.allowedFast.has(r.index)) peer.wire.reject(r.index, r.begin, r.length);
+        for (const r of peer.uploadQueue.splice(0)) peer.wire.reject(r.index, r.begin, r.length);
       }
     }
   }

@@ -48,13 +48,16 @@ export async function checkExistingData(
   let done = 0;
   let next = 0;
   const concurrency = Math.max(1, opts.concurrency ?? 4);
+  // One reusable buffer per worker: the hasher copies its input before resolving, so memory stays at
+  // concurrency × piece length instead of garbage proportional to the torrent's size.
   const worker = async () => {
+    const scratch = Buffer.allocUnsafe(meta.pieceLength);
     while (next < list.length) {
       const index = list[next++];
       if (!available || available(index)) {
         let data: Buffer | undefined;
         try {
-          data = await storage.readPiece(index);
+          data = await storage.readBlock(index, 0, pieceSize(meta, index), scratch);
         } catch (e) {
           if (!(e instanceof StorageError) || !['ENOENT', 'ESHORT', 'ENOTDIR', 'EISDIR'].includes(e.code)) throw e;
         }

@@ -9,6 +9,7 @@ export interface PieceStorage {
    */
   readBlock(index: number, begin: number, length: number, target?: Buffer): Promise<Buffer>;
   /** Write a whole, already verified piece. */
+  /** The engine reuses `data` once this resolves: implementations must not keep a reference to it. */
   writePiece(index: number, data: Buffer): Promise<void>;
   readPiece(index: number): Promise<Buffer>;
   /** Make written data durable (fdatasync). */
