@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { Session, formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
 import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
 import { startDht } from './dht-setup.js';
+import { speedCliOptions, SPEED_HELP, setupSpeed, type SpeedFlags } from '@bitorrent/speed';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent download <magnet|file.torrent|info-hash> [options]
@@ -17,7 +18,8 @@ options:
   --seed-ratio N         with --seed: stop once uploaded/size reaches N
   --sequential           download pieces in order (for streaming)
   --only LIST            download only these files (indexes from 'bitorrent info', e.g. 0,2,4-6)
-${sessionOptionHelp}`;
+${sessionOptionHelp}
+${SPEED_HELP}`;
 
 export function parseIndexList(s: string): number[] {
   const out: number[] = [];
@@ -49,6 +51,7 @@ export async function run(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         ...sessionOptionSpec,
+        ...speedCliOptions,
         output: { type: 'string', short: 'o' },
         seed: { type: 'boolean' },
         'no-seed': { type: 'boolean' },
@@ -80,6 +83,9 @@ export async function run(argv: string[]): Promise<number> {
     if (!f.quiet) console.error(`DHT unavailable: ${err.message}`);
     return undefined;
   });
+  // BitTorrent Speed: off unless --speed and a wallet; says what it will spend before anything starts.
+  const speed = await setupSpeed(f as SpeedFlags, { stdout: (s: string) => console.log(s), log: (s: string) => { if (!f.quiet) console.error(s); } });
+  if (speed && !f.quiet) console.log(speed.disclosure);
   const session = new Session({ ...opts, dht });
   const mode = progressMode(f);
   let torrent: Torrent | undefined;
@@ -90,6 +96,7 @@ export async function run(argv: string[]): Promise<number> {
     (closing ??= (async () => {
       progress?.stop(true);
       progress = undefined;
+      await speed?.close(); // closes the channels we were paid on, with their last state
       await session.close();
       await dht?.close();
     })());
@@ -117,7 +124,12 @@ export async function run(argv: string[]): Promise<number> {
       seed: keepSeeding,
       sequential: f.sequential,
       pex: !f['no-pex'],
+      ...speed?.perTorrentOptions(source, () => {
+        const st = torrent?.stats();
+        return st ? st.wantedBytes - st.verifiedBytes : 0;
+      }),
     });
+    speed?.attach(torrent);
     // A bad --only (index out of range) is only known once the metadata is there (magnet): it must end the
     // command with its message, not throw inside the core's 'metadata' event (which would drop the peer and hang).
     let failSelection: (err: Error) => void = () => {};

@@ -4,6 +4,7 @@ import { dirname, resolve, basename } from 'node:path';
 import { Session, createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
 import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
 import { startDht } from './dht-setup.js';
+import { speedCliOptions, SPEED_HELP, setupSpeed, type SpeedFlags } from '@bitorrent/speed';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent seed <file-or-folder | file.torrent> [options]
@@ -18,7 +19,8 @@ options:
   --piece-length SIZE    with a path: piece length (e.g. 256K)
   --save-torrent FILE    with a path: also write the .torrent to FILE
   --seed-ratio N         stop once uploaded/size reaches N (default: seed until Ctrl-C)
-${sessionOptionHelp}`;
+${sessionOptionHelp}
+${SPEED_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
   let parsed;
@@ -28,6 +30,7 @@ export async function run(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         ...sessionOptionSpec,
+        ...speedCliOptions,
         data: { type: 'string' },
         announce: { type: 'string', short: 'a', multiple: true },
         private: { type: 'boolean' },
@@ -84,6 +87,9 @@ export async function run(argv: string[]): Promise<number> {
     }
   }
   const dht = await startDht(f as SessionFlags, opts.port ?? 6881, opts.stateDir).catch(() => undefined);
+  // BitTorrent Speed: off unless --speed and a wallet; says what it will spend before anything starts.
+  const speed = await setupSpeed(f as SpeedFlags, { stdout: (s: string) => console.log(s), log: (s: string) => { if (!f.quiet) console.error(s); } });
+  if (speed && !f.quiet) console.log(speed.disclosure);
   const session = new Session({ ...opts, dht });
   let progress: { stop(final?: boolean): void } | undefined;
   // Once only: the signal handler and the normal/error paths may both get here.
@@ -92,6 +98,7 @@ export async function run(argv: string[]): Promise<number> {
     (closing ??= (async () => {
       progress?.stop(true);
       progress = undefined;
+      await speed?.close(); // closes the channels we were paid on, with their last state
       await session.close();
       await dht?.close();
     })());
@@ -110,7 +117,8 @@ export async function run(argv: string[]): Promise<number> {
   const peers = peersFrom(f as SessionFlags);
   try {
     await session.listen();
-    const torrent = await session.add({ torrent: torrentBytes, path: dataDir, peers, trackers: f.tracker, seed: true, skipHashCheck, pex: !f['no-pex'] });
+    const torrent = await session.add({ torrent: torrentBytes, path: dataDir, peers, trackers: f.tracker, seed: true, skipHashCheck, pex: !f['no-pex'], ...speed?.perTorrentOptions(torrentBytes, () => 0) });
+    speed?.attach(torrent);
     await new Promise<void>((res, rej) => {
       if (torrent.state === 'seeding' || torrent.state === 'downloading') return res();
       torrent.once('ready', () => res());
