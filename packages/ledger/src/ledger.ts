@@ -1,10 +1,15 @@
 /**
  * In-process ledger: a single-writer state machine over a durable journal with group commit.
  *
- * submit(op) → parse, idempotency check, signature check (batched, optionally on worker threads) → queued.
- * The commit loop takes everything queued, applies due expiries then the ops in memory, appends the new journal rows
- * with a signed checkpoint on the last one in ONE storage transaction (one fsync), and only then answers every op of
- * the batch (acks and rejections alike). While a batch is being written the next one accumulates: group commit.
+ * submit(op) → parse, retry-window and idempotency checks → signature check on the verifier worker threads, started at
+ * once (so signatures of later ops are checked while earlier batches are applied and fsynced) → a reorder buffer that
+ * admits verified ops to the commit queue in ARRIVAL order (forged/refused ops leave it immediately, blocking nothing)
+ * → `admit` hook (e.g. the server's per-key rate limit, charged only for verified ops) → queued.
+ * The commit loop takes everything queued, applies due expiries then the ops in memory (single-threaded, deterministic),
+ * appends the new journal rows with a signed checkpoint on the last one in ONE storage transaction (one fsync), and
+ * only then answers every op of the batch (acks and rejections alike). While a batch is being written the next one
+ * accumulates: group commit. Adaptive: if the writer is free but ops that arrived earlier are still being verified,
+ * the commit waits for them up to `gatherMs` so they share the fsync.
  * A storage failure poisons the ledger (state in memory is ahead of disk); restart it to recover from the journal.
  */
 import { sha256, BTT } from './codec.js';

@@ -1,7 +1,7 @@
 /**
- * Batched Ed25519 verification. Signatures submitted in the same event-loop turn are packed into one message per
- * worker thread (so verification runs on another core while the main thread serves HTTP and commits); with 0 threads
- * verification is inline.
+ * Batched, pipelined Ed25519 verification on worker threads (default one per core). Signatures queued while a worker
+ * is busy are packed into its next message (≤ maxChunk items); every idle worker gets an even share, and each chunk is
+ * answered on its own as soon as it is done (callers order results themselves). With 0 threads verification is inline.
  */
 import { Worker } from 'node:worker_threads';
 import { verify } from './keys.js';

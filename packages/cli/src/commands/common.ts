@@ -2,7 +2,9 @@
 import { homedir } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { join } from 'node:path';
-import { parsePeerAddress, parseRate, UNITS_HELP, type PeerAddress, type SessionOptions } from '@bitorrent/core';
+import { Session, parsePeerAddress, parseRate, UNITS_HELP, type PeerAddress, type SessionOptions } from '@bitorrent/core';
+import { setupSpeed, type SpeedFlags, type SpeedSetup } from '@bitorrent/speed';
+import { startDht } from './dht-setup.js';
 
 export const sessionOptionSpec = {
   'peer-port': { type: 'string' },
@@ -118,4 +120,68 @@ export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnTy
 export function reportUsageError(command: string, err: UsageError): number {
   console.error(`bitorrent ${command}: ${err.message.split('\n')[0]}\nRun 'bitorrent ${command} --help' for the options.`);
   return 2;
+}
+
+/** What download and seed share: DHT, Speed, the session, progress and an orderly shutdown on signals. */
+export interface ClientRun {
+  session: Session;
+  speed: SpeedSetup | undefined;
+  /** Once only: the signal handler and the normal/error paths may both call it. */
+  shutdown(): Promise<void>;
+  /** Replace the progress reporter (the old one is stopped). */
+  setProgress(p: { stop(final?: boolean): void } | undefined): void;
+  /** Set once Ctrl-C/SIGTERM started the shutdown; the process exits when it settles. */
+  readonly signalExit: Promise<never> | undefined;
+  /** Remove the signal handlers. */
+  dispose(): void;
+}
+
+export async function startClient(
+  f: SessionFlags & SpeedFlags,
+  opts: SessionOptions,
+  onSignal: { exitCode: number; message?: string },
+): Promise<ClientRun> {
+  const dht = await startDht(f, opts.port ?? 6881, opts.stateDir).catch((err: Error) => {
+    if (!f.quiet) console.error(`DHT unavailable: ${err.message}`);
+    return undefined;
+  });
+  // BitTorrent Speed: off unless --speed and a wallet; says what it will spend before anything starts.
+  const speed = await setupSpeed(f, { stdout: (s: string) => console.log(s), log: (s: string) => { if (!f.quiet) console.error(s); } });
+  if (speed && !f.quiet) console.log(speed.disclosure);
+  const session = new Session({ ...opts, dht });
+  let progress: { stop(final?: boolean): void } | undefined;
+  let closing: Promise<void> | undefined;
+  let signalExit: Promise<never> | undefined;
+  const shutdown = (): Promise<void> =>
+    (closing ??= (async () => {
+      progress?.stop(true);
+      progress = undefined;
+      await speed?.close(); // closes the channels we were paid on, with their last state
+      await session.close();
+      await dht?.close();
+    })());
+  const handler = () => {
+    if (signalExit) process.exit(130); // second Ctrl-C: now
+    if (onSignal.message) process.stderr.write(onSignal.message);
+    const exit = () => process.exit(onSignal.exitCode);
+    signalExit = shutdown().then(exit, exit);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    session,
+    speed,
+    shutdown,
+    setProgress(p) {
+      progress?.stop(true);
+      progress = p;
+    },
+    get signalExit() {
+      return signalExit;
+    },
+    dispose() {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
 }

@@ -1,10 +1,9 @@
 /** `bitorrent download <magnet|file.torrent|info-hash>` */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { Session, formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
-import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
-import { startDht } from './dht-setup.js';
-import { speedCliOptions, SPEED_HELP, setupSpeed, type SpeedFlags } from '@bitorrent/speed';
+import { formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
+import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
+import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent download <magnet|file.torrent|info-hash> [options]
@@ -79,40 +78,13 @@ export async function run(argv: string[]): Promise<number> {
   const keepSeeding = !!f.seed && !f['no-seed'];
   const source = await loadTorrentArg(positionals[0]);
   const opts = sessionOptions(f as SessionFlags);
-  const dht = await startDht(f as SessionFlags, opts.port ?? 6881, opts.stateDir).catch((err: Error) => {
-    if (!f.quiet) console.error(`DHT unavailable: ${err.message}`);
-    return undefined;
-  });
-  // BitTorrent Speed: off unless --speed and a wallet; says what it will spend before anything starts.
-  const speed = await setupSpeed(f as SpeedFlags, { stdout: (s: string) => console.log(s), log: (s: string) => { if (!f.quiet) console.error(s); } });
-  if (speed && !f.quiet) console.log(speed.disclosure);
-  const session = new Session({ ...opts, dht });
   const mode = progressMode(f);
+  const client = await startClient(f as SessionFlags & SpeedFlags, opts, {
+    exitCode: 130,
+    message: mode !== 'json' && mode !== 'quiet' ? '\nstopping (saving resume data)…\n' : undefined,
+  });
+  const { session, speed } = client;
   let torrent: Torrent | undefined;
-  let progress: { stop(final?: boolean): void } | undefined;
-  // Once only: the signal handler and the normal/error paths may both get here.
-  let closing: Promise<void> | undefined;
-  const shutdown = (): Promise<void> =>
-    (closing ??= (async () => {
-      progress?.stop(true);
-      progress = undefined;
-      await speed?.close(); // closes the channels we were paid on, with their last state
-      await session.close();
-      await dht?.close();
-    })());
-  let interrupted = false;
-  let signalExit: Promise<never> | undefined;
-  const onSignal = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    if (mode !== 'json' && mode !== 'quiet') process.stderr.write('\nstopping (saving resume data)…\n');
-    signalExit = shutdown().then(
-      () => process.exit(130),
-      () => process.exit(130),
-    );
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   try {
     await session.listen();
     const only = f.only ? parseIndexList(f.only) : undefined;
@@ -150,22 +122,21 @@ export async function run(argv: string[]): Promise<number> {
     if (mode !== 'json' && mode !== 'quiet') {
       console.log(`${torrent.name}  ${torrent.infoHashHex}  → ${resolve(f.output ?? '.')}  (peer port ${session.port})`);
     }
-    progress = reportProgress(torrent, mode);
+    client.setProgress(reportProgress(torrent, mode));
     const started = Date.now();
     await Promise.race([
       torrent.done,
       selectionFailed,
       new Promise((_, reject) => torrent!.once('error', reject)),
     ]);
-    progress.stop(true);
-    progress = undefined;
+    client.setProgress(undefined);
     const s = torrent.stats();
     const secs = (Date.now() - started) / 1000;
     if (mode === 'json') console.log(JSON.stringify({ event: 'done', infoHash: s.infoHash, bytes: s.verifiedBytes, seconds: secs }));
     else console.log(`done: ${s.name} (${formatBytes(s.verifiedBytes)} in ${formatDuration(secs)}, ${formatRate(s.verifiedBytes / Math.max(secs, 0.001))})`);
     if (keepSeeding) {
       if (mode !== 'json' && mode !== 'quiet') console.log('seeding; press Ctrl-C to stop');
-      progress = reportProgress(torrent, mode);
+      client.setProgress(reportProgress(torrent, mode));
       const size = Math.max(1, s.totalBytes);
       await new Promise<void>((resolveSeed) => {
         torrent!.on('tick', () => {
@@ -173,15 +144,14 @@ export async function run(argv: string[]): Promise<number> {
         });
       });
     }
-    await shutdown();
+    await client.shutdown();
     return 0;
   } catch (err) {
     // Stopped by Ctrl-C/SIGTERM: closing the torrent rejects what we were waiting on; that is no error.
-    if (signalExit) return signalExit;
-    await shutdown().catch(() => {});
+    if (client.signalExit) return client.signalExit;
+    await client.shutdown().catch(() => {});
     throw err;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    client.dispose();
   }
 }

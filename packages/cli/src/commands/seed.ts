@@ -1,10 +1,9 @@
 /** `bitorrent seed <path|file.torrent>` */
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, resolve, basename } from 'node:path';
-import { Session, createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
-import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, type SessionFlags } from './common.js';
-import { startDht } from './dht-setup.js';
-import { speedCliOptions, SPEED_HELP, setupSpeed, type SpeedFlags } from '@bitorrent/speed';
+import { createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
+import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
+import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent seed <file-or-folder | file.torrent> [options]
@@ -86,34 +85,8 @@ export async function run(argv: string[]): Promise<number> {
       console.log(mode === 'json' ? JSON.stringify(line) : `created ${basename(target)}: ${formatBytes(m.length)}, info-hash ${m.infoHashHex}\n${line.magnet}`);
     }
   }
-  const dht = await startDht(f as SessionFlags, opts.port ?? 6881, opts.stateDir).catch(() => undefined);
-  // BitTorrent Speed: off unless --speed and a wallet; says what it will spend before anything starts.
-  const speed = await setupSpeed(f as SpeedFlags, { stdout: (s: string) => console.log(s), log: (s: string) => { if (!f.quiet) console.error(s); } });
-  if (speed && !f.quiet) console.log(speed.disclosure);
-  const session = new Session({ ...opts, dht });
-  let progress: { stop(final?: boolean): void } | undefined;
-  // Once only: the signal handler and the normal/error paths may both get here.
-  let closing: Promise<void> | undefined;
-  const shutdown = (): Promise<void> =>
-    (closing ??= (async () => {
-      progress?.stop(true);
-      progress = undefined;
-      await speed?.close(); // closes the channels we were paid on, with their last state
-      await session.close();
-      await dht?.close();
-    })());
-  let stopping = false;
-  let signalExit: Promise<never> | undefined;
-  const onSignal = () => {
-    if (stopping) process.exit(130);
-    stopping = true;
-    signalExit = shutdown().then(
-      () => process.exit(0),
-      () => process.exit(0),
-    );
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const client = await startClient(f as SessionFlags & SpeedFlags, opts, { exitCode: 0 });
+  const { session, speed } = client;
   const peers = peersFrom(f as SessionFlags);
   try {
     await session.listen();
@@ -130,20 +103,22 @@ export async function run(argv: string[]): Promise<number> {
     }
     if (mode === 'json') console.log(JSON.stringify({ event: 'seeding', infoHash: s.infoHash, port: session.port }));
     else if (mode !== 'quiet') console.log(`seeding ${s.name} (${formatBytes(s.totalBytes)}) on peer port ${session.port}; Ctrl-C to stop`);
-    progress = reportProgress(torrent, mode);
+    client.setProgress(reportProgress(torrent, mode));
     await new Promise<void>((res) => {
       if (ratio === undefined) return; // until a signal
       torrent.on('tick', () => {
         if (torrent.stats().uploaded / Math.max(1, s.totalBytes) >= ratio) res();
       });
     });
-    await shutdown();
+    await client.shutdown();
+    client.dispose();
     return 0;
   } catch (err) {
     // Close the listening socket and DHT, or the process would stay alive after printing the error.
     // Stopped by Ctrl-C/SIGTERM: closing the torrent rejects what we were waiting on; that is no error.
-    if (signalExit) return signalExit;
-    await shutdown().catch(() => {});
+    if (client.signalExit) return client.signalExit;
+    await client.shutdown().catch(() => {});
+    client.dispose();
     throw err;
   }
 }
