@@ -851,6 +851,8 @@ export class Torrent extends EventEmitter {
         this.onHashFailure(index);
         return;
       }
+      // The data is proven good: plugins that pay per piece (Speed) need not wait for the disk write.
+      this.emit('verified', index);
       await this.storage!.writePiece(index, buf);
       if (this.state === 'closed') return;
       this.have!.set(index);

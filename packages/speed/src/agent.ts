@@ -140,9 +140,12 @@ export class SpeedAgent extends EventEmitter {
     this.torrent = torrent;
     const onPiece = (index: number) => void this.onPieceVerified(index);
     const onFail = (index: number, who: string[]) => this.onPieceFailed(index, who);
+    // 'verified' comes right after the hash check, before the disk write; 'piece' after it (payment is idempotent).
+    torrent.on('verified', onPiece);
     torrent.on('piece', onPiece);
     torrent.on('hash-failure', onFail);
     this.detach = () => {
+      torrent.off('verified', onPiece);
       torrent.off('piece', onPiece);
       torrent.off('hash-failure', onFail);
       if (this.torrent === torrent) this.torrent = undefined;
