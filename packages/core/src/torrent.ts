@@ -13,7 +13,7 @@ import type { Metainfo } from './metainfo.js';
 import { parseInfoDict, pieceSize } from './metainfo.js';
 import { BitField } from './bitfield.js';
 import type { PieceStorage } from './storage/index.js';
-import { FileStorage, checkExistingData, validateResume, type ResumeStore } from './storage/index.js';
+import { FileStorage, checkExistingData, validateResume, statFiles, type ResumeStore, type ResumeData } from './storage/index.js';
 import type { PieceHasher } from './hasher.js';
 import { PiecePicker, filePrioritiesToPieces, type BlockRequest } from './picker.js';
 import { StandardChoker, type ChokerPolicy, type ChokerPeer } from './choker.js';
@@ -351,6 +351,18 @@ export class Torrent extends EventEmitter {
       const data = await this.deps.resumeStore.load(this.infoHash).catch(() => undefined);
       if (data) have = await validateResume(meta, this.path, data).catch(() => undefined);
       if (have) this.deps.log(`${this.name}: fast-resume accepted (${have.count()}/${meta.pieceCount} pieces)`);
+      else if (data) {
+        const partial = await resumeAfterCrash(meta, this.path, data).catch(() => undefined);
+        if (partial) {
+          // Hash only what the resume data did not record: pieces written after its last save.
+          const found = await checkExistingData(meta, this.storage, this.deps.hasher, (done: number, total: number) => this.emit('checking', done, total), {
+            pieces: partial.recheck,
+          });
+          for (const p of partial.recheck) if (found.get(p)) partial.have.set(p);
+          have = partial.have;
+          this.deps.log(`${this.name}: files changed since the last resume save (a crash?): kept ${partial.trusted} recorded pieces, re-checked ${partial.recheck.length} others`);
+        }
+      }
     }
     if (!have) {
       have = await checkExistingData(meta, this.storage, this.deps.hasher, (done: number, total: number) =>
@@ -1255,4 +1267,47 @@ export class Torrent extends EventEmitter {
     if (!wasDone) this.rejectDone(new Error('torrent closed before completion'));
     this.emit('close');
   }
+}
+
+/**
+ * Fast-resume when files changed after the last save. Our own writes after the save (the process was killed
+ * before it could save again) change sizes and mtimes, and re-hashing everything for that would make every
+ * crash cost a full check. Pieces are only ever written once verified, so a recorded piece is kept if every
+ * file it spans still physically holds its bytes (file present, not shorter), without re-hashing; pieces not
+ * recorded but lying in a file that changed are returned for a hash check (they may have been written after
+ * the save). Like libtorrent, this trusts the recorded bitfield over mtimes: data modified in place by someone
+ * else is caught by peers' hash checks, not here.
+ */
+async function resumeAfterCrash(meta: Metainfo, dir: string, data: ResumeData): Promise<{ have: BitField; trusted: number; recheck: number[] } | undefined> {
+  if (data.files.length !== meta.files.length) return undefined;
+  let recorded: BitField;
+  try {
+    recorded = BitField.fromBuffer(data.have, meta.pieceCount);
+  } catch {
+    return undefined;
+  }
+  const now = await statFiles(meta, dir);
+  const changed = meta.files.map((f, i) => !f.pad && (now[i].size !== data.files[i].size || now[i].mtimeMs !== data.files[i].mtimeMs));
+  const have = new BitField(meta.pieceCount);
+  const recheck: number[] = [];
+  let trusted = 0;
+  for (let p = 0; p < meta.pieceCount; p++) {
+    const start = p * meta.pieceLength;
+    const end = start + pieceSize(meta, p);
+    let present = true;
+    let inChangedFile = false;
+    for (let i = 0; i < meta.files.length; i++) {
+      const f = meta.files[i];
+      if (f.pad || f.length === 0 || f.offset >= end || f.offset + f.length <= start) continue;
+      const needed = Math.min(end, f.offset + f.length) - f.offset; // bytes of this file up to the piece's end
+      if (now[i].size < needed) present = false;
+      if (changed[i]) inChangedFile = true;
+    }
+    if (!present) continue; // missing bytes: download it
+    if (recorded.get(p)) {
+      have.set(p);
+      trusted++;
+    } else if (inChangedFile) recheck.push(p);
+  }
+  return { have, trusted, recheck };
 }

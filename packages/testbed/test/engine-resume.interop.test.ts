@@ -13,7 +13,7 @@ import {
   mktorrent, startLibtorrent, startBitorrent,
 } from '../src/index.js';
 
-test('SIGKILL mid-download, restart: resumes from fast-resume, no re-download, no re-hash', async (t) => {
+test('SIGKILL mid-download, restart: resumes from fast-resume, no re-download, recorded pieces not re-hashed', async (t) => {
   cleanupAfter(t);
   if (!requireLibtorrent() || !requireTool('mktorrent')) return t.skip('python3-libtorrent or mktorrent not installed');
   const d = await tempDir('eng-resume');
@@ -55,8 +55,10 @@ test('SIGKILL mid-download, restart: resumes from fast-resume, no re-download, n
   await s.listen();
   registerCleanup(() => s.close());
   const tt = await s.add({ torrent: tor.bytes, path: dl, seed: false });
-  let checkingEvents = 0;
-  tt.on('checking', () => checkingEvents++);
+  // A hash check may run only over pieces the resume data did not record (written after its last save,
+  // before the SIGKILL); recorded pieces are trusted without reading them.
+  let checkedPieces = 0;
+  tt.on('checking', (_done: number, total: number) => (checkedPieces = total));
   const haveAtReady = await new Promise<number>((resolve) => {
     if (tt.stats().state !== 'checking' && tt.stats().state !== 'metadata') resolve(tt.stats().pieces.have);
     else tt.once('ready', () => resolve(tt.stats().pieces.have));
@@ -66,7 +68,7 @@ test('SIGKILL mid-download, restart: resumes from fast-resume, no re-download, n
   await Promise.race([tt.done, new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`restart did not finish: ${JSON.stringify(tt.stats())}`)), 30_000)))]);
   clearTimeout(timer);
 
-  assert.equal(checkingEvents, 0, 'the restart did not hash the data on disk (fast-resume trusted)');
+  assert.ok(checkedPieces < tor.pieceCount, `the restart did not re-hash the whole torrent (${checkedPieces} of ${tor.pieceCount} pieces checked)`);
   assert.ok(haveAtReady > 0, 'pieces verified before the kill are known at once after the restart');
   // The periodic save can lag the kill by up to one save interval; everything it recorded is kept.
   const recorded = haveAtReady * tor.pieceLength;
