@@ -9,3 +9,4 @@ export * from './client.js';
 export * from './storage.js';
 export { verifyJournal, type VerifyReport } from './verify.js';
 export { createLedgerServer, type LedgerServerOptions } from './server.js';
+export * from './keystore.js';

@@ -13,8 +13,7 @@
 import { existsSync } from 'node:fs';
 import type { AddTorrentOptions, Metainfo, Torrent } from '@bitorrent/core';
 import { LedgerClient, formatBtt, parseBtt, type KeyPair } from '@bitorrent/ledger';
-// The keystore is not (yet) re-exported by @bitorrent/ledger's index; same module the `wallet` command uses.
-import { defaultKeystorePath, readKeystore, decryptKeystore } from '../../ledger/src/keystore.js';
+import { defaultKeystorePath, readKeystore, decryptKeystore } from '@bitorrent/ledger';
 import { SpeedAgent, type SpeedLedgerApi } from './agent.js';
 
 /** node:util parseArgs option spec; spread into the command's own options. */

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ledger, keyPairFromSeed, BTT } from '@bitorrent/ledger';
-import { encryptKeystore, writeKeystore } from '../../ledger/src/keystore.js';
+import { encryptKeystore, writeKeystore } from '@bitorrent/ledger';
 import { setupSpeed, speedCliOptions } from '../src/cli-options.js';
 
 test('setupSpeed: off unless --speed and a wallet; disclosure states the cap, rate and balance; --no-speed wins', async (t) => {
