@@ -10,7 +10,7 @@
  */
 import { Writer, Reader, tag, sha256, U128_MAX, BTT } from './codec.js';
 import { sign, verify } from './keys.js';
-import { type ChannelInfo, type ChannelStatus, verifyPaymentStateSignature } from './payment.js';
+import { type ChannelInfo, verifyPaymentStateSignature } from './payment.js';
 import { type SignedOp, parseSignedOp, channelIdFor, powHash, leadingZeroBits, opAccounts, opIdTime } from './ops.js';
 
 export const GENESIS_TAG = tag('bitorrent/ledger-genesis/v1');
@@ -128,19 +128,8 @@ export interface AccountRecord {
   faucetClaimed: boolean;
 }
 
-interface ChannelRecord {
-  id: Buffer;
-  requester: Buffer;
-  provider: Buffer;
-  deposit: bigint;
-  expiresAt: number;
-  status: ChannelStatus;
-  openedAt: number;
-  openSeq: number;
-  settled: bigint;
-  closedSequence?: bigint;
-  closeSeq?: number;
-}
+/** A channel as the state machine keeps it: the public ChannelInfo without the ledger id (one per ledger). */
+type ChannelRecord = Omit<ChannelInfo, 'ledgerId'>;
 
 export interface OpRecord {
   seq: number;
