@@ -1125,7 +1125,9 @@ export class Torrent extends EventEmitter {
       }
     }
     this.connectMore();
-    if (this.opts.uploadGate) for (const peer of this.peers.values()) if (peer.uploadQueue.length > 0) this.serveUploads(peer);
+    // Watchdog: an idle upload loop with queued requests (a held UploadGate, or a lost 'drain' wake-up) restarts
+    // within a second instead of leaving the peer's requests unanswered until it gives up on us.
+    for (const peer of this.peers.values()) if (peer.uploadQueue.length > 0 && !peer.serving) this.serveUploads(peer);
     if (this.deps.dht && !this.isPrivate && now >= this.nextDhtLookup && !this.dhtBusy) this.dhtLookup();
     if (this.resumeDirty && now - this.lastResumeSave > 10_000) void this.saveResume();
     this.emit('tick');
