@@ -549,18 +549,22 @@ export class Torrent extends EventEmitter {
       this.sendDhtPort(peer);
     }
 
-    wire.on('bitfield', (buf: Buffer) => {
+    wire.on('bitfield', (buf: Buffer, replaces: boolean) => {
+      if (replaces) this.forgetPeerPieces(peer);
       peer.rawBitfield = buf;
       this.applyPeerBitfield(peer);
     });
-    wire.on('have-all', () => {
+    wire.on('have-all', (replaces: boolean) => {
+      if (replaces) this.forgetPeerPieces(peer);
       peer.hasAll = true;
       this.picker?.peerHasAll();
       this.updateInterest(peer);
       this.maybeDropSeed(peer);
     });
-    wire.on('have-none', () => {
+    wire.on('have-none', (replaces: boolean) => {
+      if (replaces) this.forgetPeerPieces(peer);
       peer.hasNone = true;
+      this.updateInterest(peer);
     });
     wire.on('have', (index: number) => {
       const meta = this.metainfo;
@@ -653,6 +657,18 @@ export class Torrent extends EventEmitter {
     this.picker?.peerBitfield(bits);
     this.updateInterest(peer);
     this.maybeDropSeed(peer);
+  }
+
+  /** Take back a peer's announced pieces (its set is being replaced by a later have-state message). */
+  private forgetPeerPieces(peer: Peer): void {
+    if (this.picker) {
+      if (peer.hasAll) this.picker.peerLost('all');
+      else if (peer.has) this.picker.peerLost(peer.has);
+    }
+    peer.hasAll = false;
+    peer.hasNone = false;
+    peer.has = undefined;
+    peer.rawBitfield = undefined;
   }
 
   private onPeerClose(peer: Peer): void {

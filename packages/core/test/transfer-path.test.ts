@@ -91,3 +91,50 @@ test('out-of-order blocks and a corrupt piece: byte-exact download, one hash fai
   assert.equal(fullHashes, 0, 'pieces were hashed as their blocks arrived');
   assert.ok((await readFile(join(dir, 'leech', 'f.bin'))).equals(data), 'downloaded file is byte-identical');
 });
+
+test('a peer that replaces its bitfield mid-connection (aria2 does): the new set is used, the connection is kept', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-rebitfield-'));
+  const pieceLength = 32768;
+  const data = bytes(pieceLength * 6, 11);
+  await mkdir(join(dir, 'seed'), { recursive: true });
+  await writeFile(join(dir, 'seed', 'f.bin'), data);
+  const { torrent } = await createTorrent({ path: join(dir, 'seed', 'f.bin'), pieceLength });
+  const meta = parseTorrent(torrent);
+  const sockets = new Set<Socket>();
+  let connections = 0;
+  const server = createServer((socket) => {
+    connections++;
+    sockets.add(socket);
+    const wire = new PeerWire(socket, { peerId: Buffer.alloc(20, 0x43) });
+    let replaced = false;
+    wire.on('handshake', () => {
+      wire.sendHandshake(meta.infoHash);
+      wire.haveNone();
+      wire.have(0);
+      wire.unchoke();
+    });
+    wire.on('request', (index: number, begin: number, length: number) => {
+      wire.piece(index, begin, data.subarray(index * pieceLength + begin, index * pieceLength + begin + length));
+      if (!replaced) {
+        // Only piece 0 was announced; the replacing bitfield announces all six.
+        replaced = true;
+        wire.bitfield(Buffer.from([0xfc]));
+      }
+    });
+    wire.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
+  t.after(async () => {
+    await leecher.close();
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+    await rm(dir, { recursive: true, force: true });
+  });
+  await leecher.listen();
+  const lt = await leecher.add({ torrent, path: join(dir, 'leech'), peers: [{ host: '127.0.0.1', port }] });
+  await lt.done;
+  assert.equal(connections, 1, 'one connection, never dropped');
+  assert.ok((await readFile(join(dir, 'leech', 'f.bin'))).equals(data), 'downloaded file is byte-identical');
+});

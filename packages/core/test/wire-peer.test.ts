@@ -186,15 +186,19 @@ test('without fast: fast senders are no-ops and a received have-all closes the c
   assert.equal(b.destroyed, true);
 });
 
-test('a second bitfield is a protocol violation', async (t) => {
+test('a later bitfield (as aria2 sends after have-none and haves) is delivered as a replacement, not a violation', async (t) => {
   const [a, b] = await wirePair(t);
-  const first = once(b, 'bitfield');
-  a.bitfield(Buffer.from([1]));
-  await first;
-  const errP = once(b, 'error');
-  a.bitfield(Buffer.from([1]));
-  const [err] = await errP;
-  assert.equal((err as WireProtocolError).code, 'PROTOCOL_VIOLATION');
+  const got: unknown[] = [];
+  b.on('have-none', (replaces: boolean) => got.push(['have-none', replaces]));
+  b.on('have', (i: number) => got.push(['have', i]));
+  b.on('bitfield', (bf: Buffer, replaces: boolean) => got.push(['bitfield', bf[0], replaces]));
+  const second = new Promise((r) => b.on('bitfield', r));
+  a.haveNone();
+  a.have(3);
+  a.bitfield(Buffer.from([0x90]));
+  await second;
+  assert.deepEqual(got, [['have-none', false], ['have', 3], ['bitfield', 0x90, true]]);
+  assert.equal(b.destroyed, false);
 });
 
 test('incoming wire holds pipelined messages until the session answers the handshake', async (t) => {

@@ -180,9 +180,9 @@ test('aria2 downloads from bitorrent (opentracker, HTTP announce)', async (t) =>
   await bitorrentSeed(f);
   await waitFor(async () => (await f.tracker!.scrape(f.tor.infoHash)).complete >= 1, { timeoutMs: 15_000, what: 'bitorrent HTTP announce' });
   const a = runAria2({ mode: 'download', torrent: f.tor.path, dir: f.dl, listenPort: await freePort() });
-  // Known engine issue (2026-11-22): bitorrent stops answering aria2's requests after a few dozen
-  // blocks on a connection; aria2 drops it and reconnects every ~4 s, so this can take a minute.
-  await aria2Done(a, 120_000);
+  // aria2 sends a second bitfield mid-connection; treating it as a protocol violation had made it
+  // reconnect every few seconds (~100 KiB/s). Accepted as a replacement, this takes a few seconds.
+  await aria2Done(a, 30_000);
   await assertSame(f);
 });
 

@@ -78,9 +78,10 @@ export interface PeerWireEvents {
   interested: [];
   'not-interested': [];
   have: [index: number];
-  bitfield: [bitfield: Buffer];
-  'have-all': [];
-  'have-none': [];
+  /** `replaces`: a later have-state message; it supersedes everything the peer announced before. */
+  bitfield: [bitfield: Buffer, replaces: boolean];
+  'have-all': [replaces: boolean];
+  'have-none': [replaces: boolean];
   request: [index: number, begin: number, length: number];
   piece: [index: number, begin: number, block: Buffer];
   cancel: [index: number, begin: number, length: number];
@@ -469,13 +470,16 @@ export class PeerWire extends EventEmitter {
     return false;
   }
 
-  private haveState(type: string): boolean {
-    if (this.sawHaveState) {
-      this.violation(`${type} is only allowed as the first message after the handshake`);
-      return false;
-    }
+  /**
+   * BEP 3 puts bitfield (BEP 6: have-all/have-none) first, but aria2 sends a second bitfield mid-connection
+   * (after have-none, requests and haves). Dropping the peer for it made aria2 reconnect every few seconds,
+   * so, like libtorrent, a later one is accepted as a full replacement of the peer's piece set;
+   * `replaces` tells the listener to forget what the peer announced before.
+   */
+  private haveState(): boolean {
+    const replaces = this.sawHaveState;
     this.sawHaveState = true;
-    return true;
+    return replaces;
   }
 
   private handleMessage(m: WireMessage): void {
@@ -520,13 +524,13 @@ export class PeerWire extends EventEmitter {
         this.emit('have', m.index);
         return;
       case 'bitfield':
-        if (this.haveState('bitfield')) this.emit('bitfield', m.bitfield);
+        this.emit('bitfield', m.bitfield, this.haveState());
         return;
       case 'have-all':
-        if (this.requireFastIn('have-all') && this.haveState('have-all')) this.emit('have-all');
+        if (this.requireFastIn('have-all')) this.emit('have-all', this.haveState());
         return;
       case 'have-none':
-        if (this.requireFastIn('have-none') && this.haveState('have-none')) this.emit('have-none');
+        if (this.requireFastIn('have-none')) this.emit('have-none', this.haveState());
         return;
       case 'request':
         this.emit('request', m.index, m.begin, m.length);
