@@ -3,7 +3,7 @@
  * their buffers are pooled. A scripted seeder answers requests in reverse order (blocks of a piece arrive out of
  * order) and corrupts one piece once: the download must still be byte-exact, with exactly one hash failure.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
@@ -22,6 +22,30 @@ function bytes(n: number, seed: number): Buffer {
   return out;
 }
 
+/** A scripted seeder (one PeerWire per connection, set up by `script`) and a leecher Session, both torn down after the test. */
+async function scriptedSwarm(t: TestContext, dir: string, script: (wire: PeerWire) => void): Promise<{ port: number; leecher: Session; connections: () => number }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    const wire = new PeerWire(socket, { peerId: Buffer.alloc(20, 0x42) });
+    wire.on('error', () => {});
+    script(wire);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
+  t.after(async () => {
+    await leecher.close();
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+    await rm(dir, { recursive: true, force: true });
+  });
+  await leecher.listen();
+  let accepted = 0;
+  server.on('connection', () => accepted++);
+  return { port, leecher, connections: () => accepted };
+}
+
 test('out-of-order blocks and a corrupt piece: byte-exact download, one hash failure', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'bt-xfer-'));
   const pieceLength = 65536; // 4 blocks
@@ -33,10 +57,7 @@ test('out-of-order blocks and a corrupt piece: byte-exact download, one hash fai
 
   const CORRUPT_PIECE = 2;
   let corrupted = false;
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    const wire = new PeerWire(socket, { peerId: Buffer.alloc(20, 0x42) });
+  const { port, leecher } = await scriptedSwarm(t, dir, (wire) => {
     let batch: { index: number; begin: number; length: number }[] = [];
     wire.on('handshake', () => {
       wire.sendHandshake(meta.infoHash);
@@ -60,19 +81,7 @@ test('out-of-order blocks and a corrupt piece: byte-exact download, one hash fai
       }
       batch.push({ index, begin, length });
     });
-    wire.on('error', () => {});
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-
-  const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
-  t.after(async () => {
-    await leecher.close();
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server.close(r));
-    await rm(dir, { recursive: true, force: true });
-  });
-  await leecher.listen();
   // Count full-buffer hashes (white-box): every piece here should be hashed incrementally instead.
   const hasher = (leecher as unknown as { hasher: { sha1: (d: Uint8Array) => Promise<Buffer> } }).hasher;
   let fullHashes = 0;
@@ -100,12 +109,7 @@ test('a peer that replaces its bitfield mid-connection (aria2 does): the new set
   await writeFile(join(dir, 'seed', 'f.bin'), data);
   const { torrent } = await createTorrent({ path: join(dir, 'seed', 'f.bin'), pieceLength });
   const meta = parseTorrent(torrent);
-  const sockets = new Set<Socket>();
-  let connections = 0;
-  const server = createServer((socket) => {
-    connections++;
-    sockets.add(socket);
-    const wire = new PeerWire(socket, { peerId: Buffer.alloc(20, 0x43) });
+  const { port, leecher, connections } = await scriptedSwarm(t, dir, (wire) => {
     let replaced = false;
     wire.on('handshake', () => {
       wire.sendHandshake(meta.infoHash);
@@ -121,20 +125,9 @@ test('a peer that replaces its bitfield mid-connection (aria2 does): the new set
         wire.bitfield(Buffer.from([0xfc]));
       }
     });
-    wire.on('error', () => {});
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
-  t.after(async () => {
-    await leecher.close();
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server.close(r));
-    await rm(dir, { recursive: true, force: true });
-  });
-  await leecher.listen();
   const lt = await leecher.add({ torrent, path: join(dir, 'leech'), peers: [{ host: '127.0.0.1', port }] });
   await lt.done;
-  assert.equal(connections, 1, 'one connection, never dropped');
+  assert.equal(connections(), 1, 'one connection, never dropped');
   assert.ok((await readFile(join(dir, 'leech', 'f.bin'))).equals(data), 'downloaded file is byte-identical');
 });
