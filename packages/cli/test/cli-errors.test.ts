@@ -79,9 +79,11 @@ test('no arguments, or an unknown flag: usage and exit 2', async (t) => {
     runCliToEnd(t, ['download', 'x.torrent', '--bogus-flag'], 30_000),
   ]);
   assert.equal(none.code, 2);
-  assert.match(none.stderr, /^usage: bitorrent download /);
+  assert.match(none.stderr, /^bitorrent download: expected one \.torrent file, magnet link or info-hash\n/);
+  assert.match(none.stderr, /^usage: bitorrent download /m);
   assert.equal(seedNone.code, 2);
-  assert.match(seedNone.stderr, /^usage: bitorrent seed /);
+  assert.match(seedNone.stderr, /^bitorrent seed: expected one file or folder/);
+  assert.match(seedNone.stderr, /^usage: bitorrent seed /m);
   assert.equal(unknown.code, 2, `unknown flag → usage error exit 2, got ${unknown.code}: ${unknown.stderr}`);
   assert.match(unknown.stderr, /--bogus-flag/);
   assert.match(unknown.stderr, /--help/);

@@ -1,6 +1,5 @@
 /** Options shared by the commands that run a session (download, seed). */
 import { homedir } from 'node:os';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { join } from 'node:path';
 import { Session, parsePeerAddress, parseRate, UNITS_HELP, type PeerAddress, type SessionOptions } from '@bitorrent/core';
 import { setupSpeed, type SpeedFlags, type SpeedSetup } from '@bitorrent/speed';
@@ -100,28 +99,6 @@ export function dhtEnabled(f: SessionFlags): boolean {
 }
 
 /** A command-line usage error (unknown flag, missing flag value): the command prints it and exits 2. */
-export class UsageError extends Error {}
-
-/**
- * node:util parseArgs, with its errors (unknown option, missing value…) turned into a UsageError so the
- * command can exit 2 like other usage mistakes, instead of 1 as for runtime failures.
- */
-export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) throw new UsageError((err as Error).message);
-    throw err;
-  }
-}
-
-/** Print a usage error the way main.ts prints errors, plus a hint, and give exit code 2. */
-export function reportUsageError(command: string, err: UsageError): number {
-  console.error(`bitorrent ${command}: ${err.message.split('\n')[0]}\nRun 'bitorrent ${command} --help' for the options.`);
-  return 2;
-}
-
 /** What download and seed share: DHT, Speed, the session, progress and an orderly shutdown on signals. */
 export interface ClientRun {
   session: Session;

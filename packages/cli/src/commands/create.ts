@@ -1,6 +1,6 @@
 /** `bitorrent create <path>`: make a .torrent (mktorrent-compatible info-hash). */
 import { promises as fsp } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './args.js';
 import { createTorrent, formatMagnet } from '@bitorrent/core';
 import { humanSize } from './info.js';
 
@@ -40,39 +40,22 @@ export function parsePieceLength(s: string): number {
 const splitList = (xs: string[] | undefined) => (xs ?? []).flatMap((x) => x.split(',')).map((u) => u.trim()).filter(Boolean);
 
 export async function run(argv: string[]): Promise<number | void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        announce: { type: 'string', short: 'a', multiple: true },
-        'web-seed': { type: 'string', short: 'w', multiple: true },
-        private: { type: 'boolean', short: 'p' },
-        'piece-length': { type: 'string', short: 'l' },
-        comment: { type: 'string', short: 'c' },
-        name: { type: 'string', short: 'n' },
-        source: { type: 'string', short: 's' },
-        output: { type: 'string', short: 'o' },
-        force: { type: 'boolean', short: 'f' },
-        'no-date': { type: 'boolean', short: 'd' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (e) {
-    console.error(`bitorrent create: ${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  const { values: v, positionals } = parsed;
-  if (v.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    console.error(`bitorrent create: expected exactly one file or folder\n\n${HELP}`);
-    return 2;
-  }
+  const cmd = parseCommandLine('create', argv, {
+    announce: { type: 'string', short: 'a', multiple: true },
+    'web-seed': { type: 'string', short: 'w', multiple: true },
+    private: { type: 'boolean', short: 'p' },
+    'piece-length': { type: 'string', short: 'l' },
+    comment: { type: 'string', short: 'c' },
+    name: { type: 'string', short: 'n' },
+    source: { type: 'string', short: 's' },
+    output: { type: 'string', short: 'o' },
+    force: { type: 'boolean', short: 'f' },
+    'no-date': { type: 'boolean', short: 'd' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  }, HELP, 'exactly one file or folder');
+  if (typeof cmd === 'number') return cmd;
+  const { values: v, positional } = cmd;
   let pieceLength: number | undefined;
   try {
     pieceLength = v['piece-length'] !== undefined ? parsePieceLength(v['piece-length']) : undefined;
@@ -101,7 +84,7 @@ export async function run(argv: string[]): Promise<number | void> {
 
   try {
     const { torrent, metainfo: m } = await createTorrent({
-      path: positionals[0],
+      path: positional,
       announce: tiers,
       webSeeds: splitList(v['web-seed']),
       private: v.private ?? false,

@@ -2,7 +2,8 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
-import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
+import { parseCommandLine } from './args.js';
+import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
 import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
@@ -43,40 +44,23 @@ export async function loadTorrentArg(arg: string): Promise<Buffer | string> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseCommandArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        ...sessionOptionSpec,
-        ...speedCliOptions,
-        output: { type: 'string', short: 'o' },
-        seed: { type: 'boolean' },
-        'no-seed': { type: 'boolean' },
-        'seed-ratio': { type: 'string' },
-        sequential: { type: 'boolean' },
-        only: { type: 'string' },
-      },
-    });
-  } catch (err) {
-    if (err instanceof UsageError) return reportUsageError('download', err);
-    throw err;
-  }
-  const { values: f, positionals } = parsed;
   guardOutput();
-  if (f.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    console.error(HELP);
-    return 2;
-  }
+  const cmd = parseCommandLine('download', argv, {
+    ...sessionOptionSpec,
+    ...speedCliOptions,
+    output: { type: 'string', short: 'o' },
+    seed: { type: 'boolean' },
+    'no-seed': { type: 'boolean' },
+    'seed-ratio': { type: 'string' },
+    sequential: { type: 'boolean' },
+    only: { type: 'string' },
+  }, HELP, 'one .torrent file, magnet link or info-hash');
+  if (typeof cmd === 'number') return cmd;
+  const { values: f, positional } = cmd;
   const seedRatio = f['seed-ratio'] !== undefined ? Number(f['seed-ratio']) : undefined;
   if (seedRatio !== undefined && !(seedRatio > 0)) throw new Error(`--seed-ratio: expected a positive number, got '${f['seed-ratio']}'`);
   const keepSeeding = !!f.seed && !f['no-seed'];
-  const source = await loadTorrentArg(positionals[0]);
+  const source = await loadTorrentArg(positional);
   const opts = sessionOptions(f as SessionFlags);
   const mode = progressMode(f);
   const client = await startClient(f as SessionFlags & SpeedFlags, opts, {

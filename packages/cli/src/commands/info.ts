@@ -1,6 +1,6 @@
 /** `bitorrent info <file.torrent|magnet|info-hash>`: show what a torrent or magnet link holds. */
 import { promises as fsp } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './args.js';
 import { type Metainfo, type MagnetLink, formatMagnet, parseTorrent, parseTorrentId } from '@bitorrent/core';
 
 const HELP = `usage: bitorrent info <file.torrent | magnet:?... | info-hash> [--json]
@@ -62,27 +62,10 @@ function looksLikeId(s: string): boolean {
 }
 
 export async function run(argv: string[]): Promise<number | void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-    });
-  } catch (e) {
-    console.error(`bitorrent info: ${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  const { values: v, positionals } = parsed;
-  if (v.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    console.error(`bitorrent info: expected one .torrent file, magnet link or info-hash\n\n${HELP}`);
-    return 2;
-  }
-  const arg = positionals[0];
+  const cmd = parseCommandLine('info', argv, { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, HELP, 'one .torrent file, magnet link or info-hash');
+  if (typeof cmd === 'number') return cmd;
+  const { values: v, positional } = cmd;
+  const arg = positional;
   try {
     let buf: Buffer | undefined;
     try {

@@ -2,7 +2,8 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, resolve, basename } from 'node:path';
 import { createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
-import { sessionOptionSpec, sessionOptionHelp, parseCommandArgs, UsageError, reportUsageError, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
+import { parseCommandLine } from './args.js';
+import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
 import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
@@ -22,39 +23,22 @@ ${sessionOptionHelp}
 ${SPEED_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseCommandArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        ...sessionOptionSpec,
-        ...speedCliOptions,
-        data: { type: 'string' },
-        announce: { type: 'string', short: 'a', multiple: true },
-        private: { type: 'boolean' },
-        'piece-length': { type: 'string' },
-        'save-torrent': { type: 'string' },
-        'seed-ratio': { type: 'string' },
-      },
-    });
-  } catch (err) {
-    if (err instanceof UsageError) return reportUsageError('seed', err);
-    throw err;
-  }
-  const { values: f, positionals } = parsed;
   guardOutput();
-  if (f.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    console.error(HELP);
-    return 2;
-  }
-  const target = resolve(positionals[0]);
+  const cmd = parseCommandLine('seed', argv, {
+    ...sessionOptionSpec,
+    ...speedCliOptions,
+    data: { type: 'string' },
+    announce: { type: 'string', short: 'a', multiple: true },
+    private: { type: 'boolean' },
+    'piece-length': { type: 'string' },
+    'save-torrent': { type: 'string' },
+    'seed-ratio': { type: 'string' },
+  }, HELP, 'one file or folder to seed (or a .torrent file)');
+  if (typeof cmd === 'number') return cmd;
+  const { values: f, positional } = cmd;
+  const target = resolve(positional);
   const st = await stat(target).catch(() => undefined);
-  if (!st) throw new Error(`'${positionals[0]}' does not exist`);
+  if (!st) throw new Error(`'${positional}' does not exist`);
   const mode = progressMode(f);
   // Bad flags (e.g. '--max-up 12Q') fail now, before a possibly long hash of the data.
   const opts = sessionOptions(f as SessionFlags);
