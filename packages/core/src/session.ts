@@ -164,6 +164,7 @@ export class Session extends EventEmitter {
     wire.once('handshake', (infoHash: Buffer, peerId: Buffer) => {
       this.clock.clearTimeout(handshakeTimeout);
       const torrent = this.torrents.get(infoHash.toString('hex'));
+      if (torrent && peerId.equals(this.peerId) && socket.remotePort !== undefined) torrent.noteSelfConnection(socket.remotePort);
       if (!torrent || torrent.state === 'closed' || peerId.equals(this.peerId) || torrent.isBanned(host)) {
         wire.destroy();
         return;

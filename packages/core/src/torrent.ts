@@ -218,6 +218,8 @@ export class Torrent extends EventEmitter {
   private readonly connecting = new Set<string>();
   private readonly candidates = new Map<string, Candidate>();
   private readonly banned = new Set<string>();
+  /** Addresses that turned out to be this client (trackers list us among the peers): never dialled again. */
+  private readonly selfAddresses = new Set<string>();
   private readonly inProgress = new Map<number, PieceInProgress>();
   private readonly contributors = new Map<number, Set<string>>();
   private pendingWriteBytes = 0;
@@ -438,12 +440,24 @@ export class Torrent extends EventEmitter {
 
   // ---------------------------------------------------------------- peers and connections
 
+  /**
+   * The session accepted a connection from itself (our own peer id) whose remote port is `localPort`:
+   * the outgoing connection using that local port dialled one of our own addresses. Never dial it again.
+   */
+  noteSelfConnection(localPort: number): void {
+    for (const peer of this.peers.values()) {
+      if (!peer.outgoing || (peer.wire.socket as { localPort?: number }).localPort !== localPort) continue;
+      if (this.selfAddresses.size < 64) this.selfAddresses.add(peer.key);
+      peer.wire.destroy();
+    }
+  }
+
   /** Add a peer address to connect to (from trackers, DHT, PEX, the user). */
   addPeer(address: PeerAddress, source = 'user'): void {
     if (!address || !Number.isInteger(address.port) || address.port <= 0 || address.port > 65535) return;
     if (!isIP(address.host)) return;
     const key = peerKey(address);
-    if (this.banned.has(address.host) || this.peers.has(key) || this.candidates.has(key)) return;
+    if (this.banned.has(address.host) || this.selfAddresses.has(key) || this.peers.has(key) || this.candidates.has(key)) return;
     if (this.candidates.size >= 2000) return; // bounded
     this.candidates.set(key, { address, failures: 0, nextAttemptAt: 0, source });
   }
@@ -682,7 +696,7 @@ export class Torrent extends EventEmitter {
     }
     this.picker?.peerGone(peer.key);
     // Peers we reached once are worth retrying later (unless banned).
-    if (peer.outgoing && !this.banned.has(peer.address.host) && this.state !== 'closed') {
+    if (peer.outgoing && !this.banned.has(peer.address.host) && !this.selfAddresses.has(peer.key) && this.state !== 'closed') {
       this.candidates.set(peer.key, { address: peer.address, failures: 1, nextAttemptAt: this.deps.clock.now() + 5_000, source: 'reconnect' });
     }
     this.emit('peer-closed', peer.key);
@@ -759,6 +773,7 @@ export class Torrent extends EventEmitter {
         hasAll: peer.hasAll,
         fastAllowed: peer.allowedFast,
         choked,
+        rate: peer.downRate.rate(), // piece affinity: slow peers don't join pieces fast peers are finishing
       },
       want,
     );
@@ -987,8 +1002,8 @@ export class Torrent extends EventEmitter {
     try {
       while (peer.uploadQueue.length > 0 && !peer.wire.destroyed && this.state !== 'closed') {
         if (peer.wire.needsDrain) return; // 'drain' resumes us
+        if (this.opts.uploadGate && !this.gateNextUpload(peer)) return; // all held; resumeUploads() or tick() retries
         const req = peer.uploadQueue[0];
-        if (this.opts.uploadGate && !this.opts.uploadGate.mayUpload(peer.key, req.index)) return; // held; resumeUploads() or tick() retries
         const delay = Math.max(this.deps.globalUpload.delayFor(req.length), this.upBucket.delayFor(req.length));
         if (delay > 0) {
           await new Promise<void>((r) => this.deps.clock.setTimeout(r, delay));
@@ -1035,6 +1050,26 @@ export class Torrent extends EventEmitter {
   /** Retry held uploads (after an UploadGate opened). */
   resumeUploads(peerKey?: string): void {
     for (const peer of this.peers.values()) if (!peerKey || peer.key === peerKey) this.serveUploads(peer);
+  }
+
+  /**
+   * UploadGate: put the first request the gate allows at the head of the peer's upload queue (requests for a held
+   * piece keep their order behind it). False when every queued request is held. One gate call per distinct piece.
+   */
+  private gateNextUpload(peer: Peer): boolean {
+    const gate = this.opts.uploadGate!;
+    const q = peer.uploadQueue;
+    let held = -1;
+    for (let i = 0; i < q.length; i++) {
+      const index = q[i].index;
+      if (index === held) continue;
+      if (gate.mayUpload(peer.key, index)) {
+        if (i > 0) q.unshift(q.splice(i, 1)[0]);
+        return true;
+      }
+      held = index;
+    }
+    return false;
   }
 
   /** LRU: move a read-cache entry to the most recently used end. */

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Session, createTorrent, formatMagnet, type Torrent } from '../src/index.js';
+import { VirtualClock } from '../src/clock.js';
 
 /** Deterministic pseudo-random bytes (xorshift), so failures can be reproduced. */
 function bytes(n: number, seed: number): Buffer {
@@ -122,4 +123,32 @@ test('file selection: only the chosen file is downloaded and verified', async (t
   await lt.done;
   await assertSameFiles(files, join(dir, 'leech'), new Set(['payload/c.txt']));
   assert.ok(lt.stats().downloaded < 200_000, `downloaded ${lt.stats().downloaded} bytes for a 40 kB file`);
+});
+
+test('our own address (as trackers list it): dialled once, recognised by our peer id, never dialled again', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-self-'));
+  const clock = new VirtualClock(1_000_000);
+  const s = session({ clock });
+  t.after(async () => {
+    await s.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await s.listen();
+  await writeFile(join(dir, 'f.bin'), bytes(100_000, 9));
+  const { torrent } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 32768 });
+  const tor = await s.add({ torrent, path: dir, seed: true });
+  await tor.done;
+  const self = { host: '127.0.0.1', port: s.port };
+  const closed = new Promise<void>((resolve) => tor.on('peer-closed', (key: string) => key === `127.0.0.1:${s.port}` && resolve()));
+  tor.addPeer(self, 'tracker');
+  clock.advance(1_000); // the next tick dials it
+  await closed;
+  const internals = tor as unknown as { candidates: Map<string, unknown>; connecting: Set<string> };
+  for (let i = 0; i < 120; i++) {
+    tor.addPeer(self, 'tracker'); // the tracker keeps listing us
+    clock.advance(1_000);
+    assert.equal(internals.connecting.size, 0, `no new dial at +${i + 1} s`);
+  }
+  assert.equal(internals.candidates.size, 0);
+  assert.equal(tor.stats().peers, 0);
 });
