@@ -7,7 +7,15 @@
  *  2. new pieces: sequential mode → lowest index first; until `firstRandomPieces` pieces are complete → a random
  *     piece (gets us something to trade quickly); otherwise rarest first by priority level (7 → 1), random tie-break;
  *  3. end-game: once every remaining wanted block has been requested, blocks outstanding at one other peer may be
- *     requested again (at most 2 copies); the first arrival tells the caller whom to cancel.
+ *     requested again (at most 2 copies; 3 when both holders are in a slower speed class than the asking peer);
+ *     the first arrival tells the caller whom to cancel.
+ *
+ * Piece affinity (speed classes, as libtorrent's): when peers report their download `rate`, a piece in flight
+ * belongs to the peer that started it while that peer still has requests in it. Another peer joins it in step 1
+ * only if the two rates are within a factor AFFINITY_RATIO (floor: one block per second). A much slower peer never
+ * joins (its blocks would hold the piece's verification — and, with BitTorrent Speed, the payment and the starter's
+ * next piece); a much faster peer joins only after trying new pieces (step 1b), so it still finishes slow pieces
+ * once nothing new is left. Peers that give no rate are not classed (plain step 1).
  *
  * Cost: untouched wanted pieces sit in buckets keyed by (priority, availability); availability updates move a piece
  * between buckets in O(1), so `peerHave` is O(1), and a rarest-first pick looks only at the rarest buckets (skipping
@@ -30,6 +38,15 @@ export interface PickerPeer {
   fastAllowed?: Set<number>;
   /** We are choked by this peer. */
   choked?: boolean;
+  /** Our download rate from this peer, bytes/s: enables piece affinity by speed class (see the class comment). */
+  rate?: number;
+  /**
+   * At most this many distinct pieces with requests outstanding at this peer (whole pieces, then the next). For
+   * peers that serve only a few pieces at a time, e.g. a BitTorrent Speed provider that holds requests beyond its
+   * unpaid-piece limit: requests for other pieces would only sit in its queue while slower peers get the blocks
+   * its current piece still needs.
+   */
+  maxPieces?: number;
 }
 
 /** A wire-format bitfield (MSB of byte 0 = piece 0), or anything with `has(index)` (BitField; its `toBuffer()` is used when present). */
@@ -82,6 +99,8 @@ const FREE = 0, REQUESTED = 1, RECEIVED = 2;
 const AVAIL_CAP = 0xffff;
 /** Maximum number of outstanding copies of one block in end-game. */
 const ENDGAME_COPIES = 2;
+/** Peers whose download rates differ by more than this factor are in different speed classes. */
+export const AFFINITY_RATIO = 4;
 
 class Partial {
   readonly state: Uint8Array;
@@ -91,6 +110,8 @@ class Partial {
   /** Lowest block index that may be free. */
   nextFree = 0;
   readonly contributors = new Set<string>();
+  /** The peer that started the piece (piece affinity); replaced when it no longer has requests in it. */
+  starter?: string;
   constructor(readonly blocks: number) {
     this.state = new Uint8Array(blocks);
     this.owners = new Array(blocks);
@@ -139,6 +160,8 @@ export class PiecePicker {
   private freeBlocks = 0;
   private sequential = false;
   private seqCursor = 0;
+  /** Last download rate each peer reported (piece affinity). */
+  private readonly rates = new Map<string, number>();
 
   constructor(opts: PiecePickerOptions) {
     const { pieceCount, pieceLength, totalLength } = opts;
@@ -403,26 +426,56 @@ export class PiecePicker {
     if (!(max > 0)) return out;
     const fast = peer.choked ? peer.fastAllowed : undefined;
     if (peer.choked && (!fast || fast.size === 0)) return out;
-    const allowed = fast
+    const allowedBase = fast
       ? (i: number) => i >= 0 && i < this.pieceCount && fast.has(i) && (peer.hasAll === true || peer.has(i))
       : peer.hasAll
         ? (_i: number) => true
         : (i: number) => peer.has(i);
+    // Piece limit: the pieces this peer already has requests in, and room for more.
+    const lim = peer.maxPieces !== undefined && Number.isInteger(peer.maxPieces) && peer.maxPieces > 0 ? peer.maxPieces : undefined;
+    let held: Set<number> | undefined;
+    if (lim !== undefined) {
+      held = new Set();
+      for (const k of this.peerReqs.get(peer.id) ?? []) held.add(Math.floor(k / this.blocksPerPiece));
+    }
+    const allowed = held ? (i: number) => allowedBase(i) && (held!.has(i) || held!.size < lim!) : allowedBase;
+    const took = (i: number, before: number) => {
+      if (held && out.length > before) held.add(i);
+    };
+
+    const classed = peer.rate !== undefined && Number.isFinite(peer.rate) && peer.rate >= 0;
+    if (classed) this.rates.set(peer.id, peer.rate!);
+    // Partials started by a much slower peer: joined after new pieces (step 1b).
+    let deferred: number[] | undefined;
 
     // 1. Finish pieces in flight (sequential mode does this in index order below).
     if (!this.sequential || fast) for (const i of this.open) {
       const part = this.partials.get(i)!;
       if (!this.wanted(i) || !allowed(i)) continue;
+      if (classed) {
+        const c = this.affinity(part, i, peer.id, peer.rate!);
+        if (c === 'slower') continue;
+        if (c === 'faster') {
+          (deferred ??= []).push(i);
+          continue;
+        }
+      }
+      const before = out.length;
       this.takeFree(i, part, peer.id, out, max);
+      took(i, before);
       if (out.length >= max) return out;
     }
 
-    // 2. Start new pieces.
-    if (this.freeBlocks > 0) {
+    // 2. Start new pieces (not when the peer's piece limit is reached: nothing new may start, and scanning every
+    //    piece for nothing on each call would cost O(pieces) per block received).
+    const room = () => held === undefined || held.size < lim!;
+    if (this.freeBlocks > 0 && (room() || this.sequential)) {
       const tryPiece = (i: number): boolean => {
         if (this.partials.has(i) || !this.wanted(i) || !allowed(i)) return false;
         const part = this.newPartial(i);
+        const before = out.length;
         this.takeFree(i, part, peer.id, out, max);
+        took(i, before);
         return out.length >= max;
       };
       if (fast) {
@@ -432,13 +485,15 @@ export class PiecePicker {
         for (let i = this.seqCursor; i < this.pieceCount && this.freeBlocks > 0; i++) {
           if (this.open.has(i)) {
             if (!this.wanted(i) || !allowed(i)) continue;
+            const before = out.length;
             this.takeFree(i, this.partials.get(i)!, peer.id, out, max);
+            took(i, before);
             if (out.length >= max) return out;
           } else if (tryPiece(i)) return out;
         }
       } else if (this.haveCount_ < this.firstRandom) {
         // Random piece(s): random start, cyclic scan; re-randomised for every piece started.
-        while (this.freeBlocks > 0) {
+        while (this.freeBlocks > 0 && room()) {
           const start = randomBelow(this.rng, this.pieceCount);
           let started = false;
           for (let k = 0; k < this.pieceCount; k++) {
@@ -451,11 +506,11 @@ export class PiecePicker {
           if (!started) break;
         }
       } else {
-        for (let p = 7; p >= 1 && this.freeBlocks > 0; p--) {
+        for (let p = 7; p >= 1 && this.freeBlocks > 0 && room(); p--) {
           if (this.bucketCount[p] === 0) continue;
           const byAvail = this.buckets[p];
           const top = Math.min(this.maxAvail[p], byAvail.length - 1);
-          for (let a = 0; a <= top; a++) {
+          for (let a = 0; a <= top && room(); a++) {
             const b = byAvail[a];
             const len = b.length;
             if (len === 0) continue;
@@ -463,7 +518,7 @@ export class PiecePicker {
             const start = randomBelow(this.rng, len);
             const chosen: number[] = [];
             let planned = out.length;
-            for (let k = 0; k < len && planned < max; k++) {
+            for (let k = 0; k < len && planned < max && (held === undefined || held.size + chosen.length < lim!); k++) {
               let j = start + k;
               if (j >= len) j -= len;
               const i = b[j];
@@ -477,25 +532,85 @@ export class PiecePicker {
       }
     }
 
-    // 3. End-game: duplicate requests of blocks outstanding at exactly one other peer.
+    // 1b. Pieces started by slower peers, once nothing new was left for this peer: take their free blocks and a
+    //     copy of the blocks only slower peers hold, so the piece completes at this peer's speed.
+    if (deferred) {
+      for (const i of deferred) {
+        const part = this.partials.get(i);
+        if (!part || !this.wanted(i) || !allowed(i)) continue;
+        const before = out.length;
+        this.takeFree(i, part, peer.id, out, max);
+        this.copySlowBlocks(i, part, peer.id, peer.rate!, out, max);
+        took(i, before);
+        if (out.length >= max) return out;
+      }
+    }
+
+    // 3. End-game: duplicate requests of blocks outstanding at exactly one other peer (or, for a classed peer, at
+    //    peers that are all in a slower class: one more copy, so slow peers cannot hold the last pieces hostage).
     if (this.freeBlocks === 0 && out.length < max) {
       for (const [i, part] of this.partials) {
         if (!this.wanted(i) || !allowed(i) || part.received === part.blocks) continue;
+        const before = out.length;
         for (let b = 0; b < part.blocks && out.length < max; b++) {
           if (part.state[b] !== REQUESTED) continue;
           const owners = part.owners[b]!;
-          if (owners.length >= ENDGAME_COPIES || owners.includes(peer.id)) continue;
+          if (owners.includes(peer.id)) continue;
+          if (owners.length >= ENDGAME_COPIES && !(classed && owners.length === ENDGAME_COPIES && owners.every((o) => this.isSlower(o, peer.rate!)))) continue;
           owners.push(peer.id);
           this.recordReq(peer.id, i, b);
           out.push({ index: i, begin: b * this.blockSize, length: this.blockLength(i, b) });
         }
+        took(i, before);
         if (out.length >= max) break;
       }
     }
     return out;
   }
 
+  /**
+   * How this peer's speed class compares with that of the peer that started `part`, if that peer still has
+   * requests in it: 'same' (or no active starter: the piece becomes ours), 'slower' or 'faster' than it.
+   */
+  private affinity(part: Partial, i: number, peerId: string, rate: number): 'same' | 'slower' | 'faster' {
+    const s = part.starter;
+    if (s === undefined || s === peerId || !this.hasRequestsIn(s, i, part)) return 'same';
+    const floor = this.blockSize; // one block per second: peers we know nothing about yet are all alike
+    const mine = Math.max(rate, floor);
+    const theirs = Math.max(this.rates.get(s) ?? 0, floor);
+    if (theirs > mine * AFFINITY_RATIO) return 'slower';
+    if (mine > theirs * AFFINITY_RATIO) return 'faster';
+    return 'same';
+  }
+
+  /** Request blocks of `part` that are outstanding only at peers in a slower class than `rate` (one more copy). */
+  private copySlowBlocks(i: number, part: Partial, peerId: string, rate: number, out: BlockRequest[], max: number): void {
+    for (let b = 0; b < part.blocks && out.length < max; b++) {
+      if (part.state[b] !== REQUESTED) continue;
+      const owners = part.owners[b]!;
+      if (owners.length > ENDGAME_COPIES || owners.includes(peerId) || !owners.every((o) => this.isSlower(o, rate))) continue;
+      owners.push(peerId);
+      this.recordReq(peerId, i, b);
+      out.push({ index: i, begin: b * this.blockSize, length: this.blockLength(i, b) });
+    }
+  }
+
+  /** Is `other` in a slower speed class than a peer at `rate`? */
+  private isSlower(other: string, rate: number): boolean {
+    const floor = this.blockSize;
+    return Math.max(rate, floor) > Math.max(this.rates.get(other) ?? 0, floor) * AFFINITY_RATIO;
+  }
+
+  private hasRequestsIn(peerId: string, i: number, part: Partial): boolean {
+    const s = this.peerReqs.get(peerId);
+    if (!s) return false;
+    const base = i * this.blocksPerPiece;
+    for (let b = 0; b < part.blocks; b++) if (s.has(base + b)) return true;
+    return false;
+  }
+
   private takeFree(i: number, part: Partial, peerId: string, out: BlockRequest[], max: number): void {
+    if (part.starter === undefined || (part.starter !== peerId && !this.hasRequestsIn(part.starter, i, part))) part.starter = peerId;
     for (let b = part.nextFree; b < part.blocks && out.length < max; b++) {
       if (part.state[b] !== FREE) {
         if (b === part.nextFree) part.nextFree++;
@@ -652,6 +767,7 @@ export class PiecePicker {
 
   /** The peer disconnected (or choked us without fast extension): all its outstanding blocks are requestable again. */
   peerGone(peerId: string): void {
+    this.rates.delete(peerId);
     const s = this.peerReqs.get(peerId);
     if (!s) return;
     for (const key of [...s]) {

@@ -17,6 +17,8 @@ import { ResumeStore } from './storage/index.js';
 import { TokenBucket } from './rate-limit.js';
 import { UdpTrackerClient } from './tracker-client/index.js';
 import { PeerWire } from './wire/peer-wire.js';
+import { mseRespond, mseTorrentKey, isPlaintextHandshake, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
+import type { Duplex } from 'node:stream';
 import type { WireExtensionFactory } from './wire/extensions.js';
 import { Torrent, type TorrentDht, type TorrentOptions, type UploadGate } from './torrent.js';
 import type { ChokerPolicy } from './choker.js';
@@ -48,6 +50,12 @@ export interface SessionOptions {
   clock?: Clock;
   hasherWorkers?: number;
   log?: (msg: string) => void;
+  /**
+   * MSE/PE (protocol encryption). 'enabled' (default): accept plaintext and encrypted connections, dial in
+   * plaintext and retry encrypted when a peer hangs up before its handshake (peers that require encryption do);
+   * 'prefer': dial encrypted first; 'required': encrypted (RC4) only, both ways; 'disabled': plaintext only.
+   */
+  encryption?: EncryptionPolicy;
 }
 
 export interface AddTorrentOptions {
@@ -81,6 +89,8 @@ export class Session extends EventEmitter {
   private server: Server | undefined;
   private listenPort = 0;
   private readonly torrents = new Map<string, Torrent>();
+  /** HASH('req2', info-hash) → info-hash: how an MSE responder recognises the torrent a peer wants. */
+  private readonly mseKeys = new Map<string, Buffer>();
   private readonly hasher: PieceHasher;
   private readonly resumeStore: ResumeStore | undefined;
   private readonly udpTracker: UdpTrackerClient;
@@ -148,8 +158,46 @@ export class Session extends EventEmitter {
     const host = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     const port = socket.remotePort ?? 0;
     this.incoming.add(socket);
+    socket.once('close', () => this.incoming.delete(socket));
+    socket.on('error', () => {});
     socket.setNoDelay(true);
-    const wire = new PeerWire(socket, {
+    const policy = this.opts.encryption ?? 'enabled';
+    if (policy === 'disabled') {
+      this.acceptWire(socket, socket, host, port);
+      return;
+    }
+    // A plaintext handshake starts with 19 'BitTorrent protocol'; anything else is an MSE key exchange.
+    const classifyTimeout = this.clock.setTimeout(() => socket.destroy(), 30_000);
+    let first: Buffer = Buffer.alloc(0);
+    const onFirstBytes = (d: Buffer): void => {
+      first = first.length === 0 ? d : Buffer.concat([first, d]);
+      if (first[0] === 19 && first.length < 20) return;
+      socket.off('data', onFirstBytes);
+      socket.pause();
+      this.clock.clearTimeout(classifyTimeout);
+      if (isPlaintextHandshake(first)) {
+        if (policy === 'required') return void socket.destroy();
+        socket.unshift(first);
+        this.acceptWire(socket, socket, host, port);
+        return;
+      }
+      mseRespond(socket, first, {
+        allow: policy === 'required' ? CRYPTO_RC4 : CRYPTO_PLAINTEXT | CRYPTO_RC4,
+        lookup: (k) => this.mseKeys.get(k),
+      }).then(
+        (r) => {
+          if (this.closed) return void socket.destroy();
+          this.acceptWire(r.stream, socket, host, port);
+        },
+        () => socket.destroy(),
+      );
+    };
+    socket.on('data', onFirstBytes);
+  }
+
+  /** An incoming connection whose BitTorrent stream (plaintext or decrypted) is `stream`. */
+  private acceptWire(stream: Duplex, socket: Socket, host: string, port: number): void {
+    const wire = new PeerWire(stream, {
       peerId: this.peerId,
       reserved: { extended: true, fast: true, dht: !!this.opts.dht },
       listenPort: this.listenPort,
@@ -158,7 +206,6 @@ export class Session extends EventEmitter {
     const handshakeTimeout = this.clock.setTimeout(() => wire.destroy(new Error('handshake timeout')), 30_000);
     wire.once('close', () => {
       this.clock.clearTimeout(handshakeTimeout);
-      this.incoming.delete(socket);
     });
     wire.on('error', () => {});
     wire.once('handshake', (infoHash: Buffer, peerId: Buffer) => {
@@ -256,9 +303,11 @@ export class Session extends EventEmitter {
         dht: this.opts.dht,
         log: (m) => this.log(m),
         clientName: CLIENT_NAME,
+        encryption: this.opts.encryption ?? 'enabled',
       },
     );
     this.torrents.set(key, torrent);
+    this.mseKeys.set(mseTorrentKey(infoHash), infoHash);
     if (this.opts.stateDir) {
       torrent.on('metadata', (meta: Metainfo) => void this.saveMetadata(meta).catch((e) => this.log(`cannot save metadata: ${e.message}`)));
     }
@@ -299,6 +348,7 @@ export class Session extends EventEmitter {
     const t = this.get(infoHash);
     if (!t) return;
     this.torrents.delete(t.infoHashHex);
+    this.mseKeys.delete(mseTorrentKey(t.infoHash));
     await t.close();
   }
 

@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createConnection, isIP, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createHash, randomInt, type Hash } from 'node:crypto';
 import type { Clock, Timer } from './clock.js';
 import { RateMeter } from './clock.js';
@@ -20,6 +21,7 @@ import { StandardChoker, type ChokerPolicy, type ChokerPeer } from './choker.js'
 import { TokenBucket } from './rate-limit.js';
 import { Announcer } from './tracker-client/index.js';
 import type { UdpTrackerClient } from './tracker-client/index.js';
+import { mseInitiate, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import { PeerWire } from './wire/peer-wire.js';
 import type { WireExtensionFactory } from './wire/extensions.js';
 import { utMetadata } from './wire/ut-metadata.js';
@@ -85,6 +87,8 @@ export interface TorrentDeps {
   dht?: TorrentDht;
   log: (msg: string) => void;
   clientName: string;
+  /** Protocol encryption policy for outgoing connections (default 'enabled'). */
+  encryption?: EncryptionPolicy;
 }
 
 /** What a torrent needs from a DHT (BEP 5); the dht package satisfies it. */
@@ -132,6 +136,12 @@ export interface TorrentOptions {
 export interface UploadGate {
   mayUpload(peerKey: string, piece: number): boolean;
   onBlockUploaded?(peerKey: string, piece: number, bytes: number): void;
+  /**
+   * The other direction, for the same plugin: at most this many distinct pieces with our requests outstanding at
+   * this peer (undefined: no limit; see PickerPeer.maxPieces). Speed: whole pieces, K + 1 at a time, from a provider
+   * that charges us and holds requests beyond its unpaid-piece limit K.
+   */
+  maxRequestPieces?(peerKey: string): number | undefined;
 }
 
 /** A number unique per (piece, offset): offsets below 2^32 and piece counts below 2^21 fit a safe integer. */
@@ -199,6 +209,10 @@ interface Candidate {
   failures: number;
   nextAttemptAt: number;
   source: string;
+  /** Dial with an MSE handshake (else plaintext); flipped when the other kind failed. */
+  mse?: boolean;
+  /** Both kinds were tried since the last successful handshake. */
+  triedBoth?: boolean;
 }
 
 export class Torrent extends EventEmitter {
@@ -482,17 +496,35 @@ export class Torrent extends EventEmitter {
     const key = peerKey(cand.address);
     this.connecting.add(key);
     this.deps.connectionOpened();
+    const policy = this.deps.encryption ?? 'enabled';
+    const useMse = policy === 'required' || (policy !== 'disabled' && (cand.mse ?? policy === 'prefer'));
     const socket = createConnection({ host: cand.address.host, port: cand.address.port });
     socket.setNoDelay(true);
     const timeout = this.deps.clock.setTimeout(() => socket.destroy(new Error('connect timeout')), 10_000);
     let handedOver = false;
-    socket.once('connect', () => {
-      this.deps.clock.clearTimeout(timeout);
+    let retryNow = false;
+    const handOver = (stream: Duplex): void => {
       this.connecting.delete(key);
       handedOver = true;
-      const wire = this.newWire(socket);
+      const wire = this.newWire(stream);
+      (wire as { viaMse?: boolean }).viaMse = useMse;
       wire.sendHandshake(this.infoHash);
       this.attachWire(wire, cand.address, true);
+    };
+    socket.once('connect', () => {
+      this.deps.clock.clearTimeout(timeout);
+      if (!useMse) return handOver(socket);
+      mseInitiate(socket, this.infoHash, { provide: policy === 'required' ? CRYPTO_RC4 : CRYPTO_PLAINTEXT | CRYPTO_RC4 }).then(
+        (r) => (this.state === 'closed' ? socket.destroy() : handOver(r.stream)),
+        () => {
+          // 'prefer': a peer without MSE gets a plaintext retry at once.
+          if (policy === 'prefer' && !cand.triedBoth) {
+            retryNow = true;
+            this.retryWithOtherMethod(cand, false);
+          }
+          socket.destroy();
+        },
+      );
     });
     socket.once('error', () => {});
     socket.once('close', () => {
@@ -500,15 +532,25 @@ export class Torrent extends EventEmitter {
       if (!handedOver) {
         this.connecting.delete(key);
         this.deps.connectionClosed();
-        cand.failures++;
-        cand.nextAttemptAt = this.deps.clock.now() + Math.min(300_000, 5_000 * 2 ** cand.failures);
-        if (cand.failures >= 5) this.candidates.delete(key);
+        if (!retryNow) {
+          cand.failures++;
+          cand.nextAttemptAt = this.deps.clock.now() + Math.min(300_000, 5_000 * 2 ** cand.failures);
+          if (cand.failures >= 5) this.candidates.delete(key);
+        }
       }
     });
   }
 
+  /** Dial again now, with (mse = true) or without MSE, once per address until a handshake succeeds. */
+  private retryWithOtherMethod(cand: Candidate, mse: boolean): void {
+    cand.mse = mse;
+    cand.triedBoth = true;
+    cand.nextAttemptAt = this.deps.clock.now();
+    this.candidates.set(peerKey(cand.address), cand);
+  }
+
   /** Build a wire with our extensions (used for outgoing connections; the session builds incoming ones). */
-  newWire(socket: Socket): PeerWire {
+  newWire(socket: Duplex): PeerWire {
     const wire = new PeerWire(socket, {
       peerId: this.deps.peerId,
       reserved: { extended: true, fast: true, dht: !!this.deps.dht && !this.isPrivate },
@@ -697,7 +739,14 @@ export class Torrent extends EventEmitter {
     this.picker?.peerGone(peer.key);
     // Peers we reached once are worth retrying later (unless banned).
     if (peer.outgoing && !this.banned.has(peer.address.host) && !this.selfAddresses.has(peer.key) && this.state !== 'closed') {
-      this.candidates.set(peer.key, { address: peer.address, failures: 1, nextAttemptAt: this.deps.clock.now() + 5_000, source: 'reconnect' });
+      const viaMse = (peer.wire as { viaMse?: boolean }).viaMse ?? false;
+      const policy = this.deps.encryption ?? 'enabled';
+      if (!peer.wire.handshakeReceived && !viaMse && policy === 'enabled') {
+        // Hung up on our plaintext handshake: peers that require encryption do. Retry encrypted now, once.
+        this.candidates.set(peer.key, { address: peer.address, failures: 0, nextAttemptAt: this.deps.clock.now(), source: 'reconnect', mse: true, triedBoth: true });
+      } else {
+        this.candidates.set(peer.key, { address: peer.address, failures: 1, nextAttemptAt: this.deps.clock.now() + 5_000, source: 'reconnect', mse: viaMse });
+      }
     }
     this.emit('peer-closed', peer.key);
     this.scheduleRechoke();
@@ -774,6 +823,7 @@ export class Torrent extends EventEmitter {
         fastAllowed: peer.allowedFast,
         choked,
         rate: peer.downRate.rate(), // piece affinity: slow peers don't join pieces fast peers are finishing
+        maxPieces: this.opts.uploadGate?.maxRequestPieces?.(peer.key),
       },
       want,
     );
@@ -1069,6 +1119,9 @@ export class Torrent extends EventEmitter {
       }
       held = index;
     }
+    // Everything is held (Speed: waiting for a payment): read the head's piece meanwhile, so it goes out as soon as
+    // the gate opens instead of after a disk read.
+    if (q.length > 0 && this.metainfo && this.storage && !this.readCache.has(q[0].index)) void this.readPieceCached(q[0].index).catch(() => {});
     return false;
   }
 

@@ -311,3 +311,73 @@ test('micro-benchmark: 1 GiB torrent, 16 KiB blocks (65,536 blocks), 100 peers',
   const line = `picker bench: ${picks} blocks picked in ${calls} calls, ${ms.toFixed(0)} ms → ${Math.round((picks / ms) * 1000).toLocaleString('en')} blocks/s (${((picks * 16384) / (ms / 1000) / 1e9).toFixed(1)} GB/s of requests), including blockReceived/setHave`;
   console.log(line);
 });
+
+test('piece affinity: a much slower peer does not join a piece a fast peer is finishing; comparable peers do', () => {
+  const BS = 16384;
+  const p = new PiecePicker({ pieceCount: 6, pieceLength: 4 * BS, totalLength: 6 * 4 * BS, rng: seeded(7), firstRandomPieces: 0 });
+  p.peerHasAll();
+  const fast = p.pickBlocks(peerOf('fast', 'all', { rate: 1_000_000 }), 2);
+  const piece = fast[0].index;
+  assert.ok(fast.every((r) => r.index === piece));
+  // 20 KB/s vs 1 MB/s: another class. It starts a new piece rather than hold `piece` with its slow blocks.
+  const slow = p.pickBlocks(peerOf('slow', 'all', { rate: 20_000 }), 2);
+  assert.equal(slow.length, 2);
+  assert.ok(slow.every((r) => r.index !== piece), 'slow peer stays out of the fast peer\'s piece');
+  // 400 KB/s is within AFFINITY_RATIO of 1 MB/s: finishes the fast peer's piece first (plain step 1).
+  const mid = p.pickBlocks(peerOf('mid', 'all', { rate: 400_000 }), 2);
+  assert.deepEqual(mid.map((r) => r.index), [piece, piece]);
+  // The starter gives up its requests (choke/disconnect): the piece is anyone's again.
+  p.peerGone('fast');
+  p.peerGone('mid');
+  const slow2 = p.pickBlocks(peerOf('slow', 'all', { rate: 20_000 }), 8);
+  assert.ok(slow2.some((r) => r.index === piece), 'abandoned piece is picked up by the slow peer');
+});
+
+test('piece affinity: a fast peer tries new pieces before joining a slow peer\'s piece, then finishes it', () => {
+  const BS = 16384;
+  const p = new PiecePicker({ pieceCount: 3, pieceLength: 4 * BS, totalLength: 3 * 4 * BS, rng: seeded(8), firstRandomPieces: 0 });
+  p.peerHasAll();
+  const slow = p.pickBlocks(peerOf('slow', 'all', { rate: 10_000 }), 1);
+  const piece = slow[0].index;
+  const fast = p.pickBlocks(peerOf('fast', 'all', { rate: 2_000_000 }), 12);
+  // 8 blocks of the two untouched pieces first, then the 3 free blocks of the slow peer's piece and a second copy
+  // of the block only the slow peer holds (the piece completes at the fast peer's speed).
+  assert.equal(fast.length, 12);
+  assert.deepEqual(fast.slice(0, 8).map((r) => r.index).sort(), [0, 1, 2].filter((i) => i !== piece).flatMap((i) => [i, i, i, i]));
+  assert.ok(fast.slice(8).every((r) => r.index === piece));
+  // Unclassed peers (no rate) keep the plain policy.
+  const q = new PiecePicker({ pieceCount: 3, pieceLength: 4 * BS, totalLength: 3 * 4 * BS, rng: seeded(8), firstRandomPieces: 0 });
+  q.peerHasAll();
+  const a = q.pickBlocks(peerOf('a', 'all', { rate: 1_000_000 }), 1);
+  const b = q.pickBlocks(peerOf('b', 'all'), 1);
+  assert.equal(b[0].index, a[0].index);
+});
+
+test('maxPieces: requests stay within the peer\'s piece limit (whole pieces first), and more start as pieces finish', () => {
+  const BS = 16384;
+  const p = new PiecePicker({ pieceCount: 8, pieceLength: 4 * BS, totalLength: 8 * 4 * BS, rng: seeded(9), firstRandomPieces: 0 });
+  p.peerHasAll();
+  const peer = peerOf('prov', 'all', { maxPieces: 2 });
+  const first = p.pickBlocks(peer, 100);
+  assert.equal(first.length, 8, 'two whole pieces');
+  assert.equal(new Set(first.map((r) => r.index)).size, 2);
+  assert.deepEqual(p.pickBlocks(peer, 100), [], 'at the limit: nothing more');
+  // Another peer takes a third piece; the limited peer still may not join it.
+  const other = p.pickBlocks(peerOf('other', 'all'), 2);
+  assert.ok(other.every((r) => !first.some((f) => f.index === r.index)));
+  assert.deepEqual(p.pickBlocks(peer, 100), []);
+  // One of its pieces completes: room for one more piece.
+  const done = first[0].index;
+  for (const r of first.filter((x) => x.index === done)) p.blockReceived(r, 'prov');
+  p.setHave(done);
+  const next = p.pickBlocks(peer, 100);
+  assert.equal(new Set(next.map((r) => r.index)).size, 1);
+  assert.ok(next.length >= 2);
+  const all = [...first.filter((x) => x.index !== done), ...next];
+  assert.ok(new Set(all.map((r) => r.index)).size <= 2);
+  // Sequential mode honours the limit too.
+  const q = new PiecePicker({ pieceCount: 8, pieceLength: 4 * BS, totalLength: 8 * 4 * BS, rng: seeded(9), firstRandomPieces: 0 });
+  q.peerHasAll();
+  q.setSequential(true);
+  assert.deepEqual([...new Set(q.pickBlocks(peerOf('s', 'all', { maxPieces: 1 }), 100).map((r) => r.index))], [0]);
+});

@@ -18,7 +18,8 @@ export interface LibtorrentOptions {
   peers?: { host: string; port: number }[];
   dht?: boolean;
   dhtNodes?: { host: string; port: number }[];
-  encryption?: boolean;
+  /** MSE/PE: false (default) plaintext only, true allowed, 'forced' encrypted (RC4) only. */
+  encryption?: boolean | 'forced';
   seedMode?: boolean;
   uploadRateLimit?: number;
   downloadRateLimit?: number;

@@ -11,7 +11,7 @@ Config keys:
   peers           [[host, port], ...] connected with connect_peer() after adding
   dht             bool (default False); dht_nodes [[host, port], ...]
   pex             bool (default True; ut_pex plugin)
-  encryption      bool (default False: plaintext only, our engine has no MSE yet)
+  encryption      False (default): plaintext only; True: MSE allowed; "forced": RC4 only
   seed_mode       bool: trust data without checking (libtorrent still verifies on upload)
   upload_rate_limit / download_rate_limit   bytes/s (0 = unlimited)
   status_interval_ms  default 250
@@ -52,7 +52,9 @@ def main():
     mode = cfg.get("mode", "download")
     listen = cfg.get("listen", "127.0.0.1:0")
     dht = bool(cfg.get("dht", False))
-    enc = bool(cfg.get("encryption", False))
+    enc_cfg = cfg.get("encryption", False)
+    enc = bool(enc_cfg)
+    forced = enc_cfg == "forced"
     settings = {
         "listen_interfaces": listen,
         "outgoing_interfaces": listen.rsplit(":", 1)[0],
@@ -67,8 +69,9 @@ def main():
         "allow_multiple_connections_per_ip": True,
         "anonymous_mode": False,
         "alert_mask": lt.alert.category_t.all_categories,
-        "out_enc_policy": lt.enc_policy.enabled if enc else lt.enc_policy.disabled,
-        "in_enc_policy": lt.enc_policy.enabled if enc else lt.enc_policy.disabled,
+        "out_enc_policy": lt.enc_policy.forced if forced else lt.enc_policy.enabled if enc else lt.enc_policy.disabled,
+        "in_enc_policy": lt.enc_policy.forced if forced else lt.enc_policy.enabled if enc else lt.enc_policy.disabled,
+        "allowed_enc_level": lt.enc_level.rc4 if forced else lt.enc_level.both,
         "upload_rate_limit": int(cfg.get("upload_rate_limit", 0)),
         "download_rate_limit": int(cfg.get("download_rate_limit", 0)),
         "dht_bootstrap_nodes": "",

@@ -1,7 +1,7 @@
 /**
  * qbittorrent-nox (4.5.x, libtorrent 2.0) headless with a temp profile, driven via its Web
  * API v2 on loopback (no auth for localhost). uTP, DHT, LSD, PeX, UPnP and encryption are
- * disabled for determinism (our engine is TCP-only, no MSE yet).
+ * disabled for determinism (our engine is TCP-only); encryption can be turned on per test.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +15,8 @@ export interface QbittorrentOptions {
   webPort?: number;
   /** Keep PeX on (default off). */
   pex?: boolean;
+  /** Protocol encryption (MSE/PE): default 'disabled'; 'required' refuses plaintext peers. */
+  encryption?: 'disabled' | 'enabled' | 'required';
   /** Extra `Key=value` lines per qBittorrent.conf section, e.g. { BitTorrent: ['Session\\Foo=1'] }. */
   config?: Record<string, string[]>;
 }
@@ -76,7 +78,7 @@ export async function startQbittorrent(opts: QbittorrentOptions = {}): Promise<Q
     `Session\\Port=${peerPort}`,
     `Session\\InterfaceAddress=${host}`,
     'Session\\BTProtocol=TCP',
-    'Session\\Encryption=2',
+    `Session\\Encryption=${{ enabled: 0, required: 1, disabled: 2 }[opts.encryption ?? 'disabled']}`,
     'Session\\MultiConnectionsPerIp=true',
     'Session\\AnonymousModeEnabled=false',
     'Session\\QueueingSystemEnabled=false',
@@ -176,7 +178,7 @@ export async function startQbittorrent(opts: QbittorrentOptions = {}): Promise<Q
       const i = await qb.waitComplete(infoHash, timeoutMs);
       // Right after its check, qBittorrent still resets incoming connections for a moment:
       // wait until it really answers a handshake for this torrent.
-      await waitAcceptsPeers(host, peerPort, infoHash, timeoutMs);
+      await waitAcceptsPeers(host, peerPort, infoHash, timeoutMs, opts.encryption === 'required');
       return i;
     },
     stop: () => proc.stop(5000),

@@ -9,7 +9,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
-import { Session, type Torrent } from '@bitorrent/core';
+import { Session, type Torrent, type SessionOptions } from '@bitorrent/core';
 import {
   requireTool, requireLibtorrent, tempDir, makeRandomFiles, multiFileSpec, compareTrees, waitFor, cleanupAfter, registerCleanup,
   mktorrent, startOpentracker, startLibtorrent, startQbittorrent, startTransmission, runAria2, aria2Done, freePort,
@@ -41,15 +41,15 @@ async function fixture(name: string, announce?: 'http' | 'udp'): Promise<Fixture
   return { dir: d.path, seedDir, payload, dl, tor, tracker };
 }
 
-async function session(): Promise<Session> {
-  const s = new Session({ port: 0, host: '127.0.0.1', dht: undefined });
+async function session(opts: Partial<SessionOptions> = {}): Promise<Session> {
+  const s = new Session({ port: 0, host: '127.0.0.1', dht: undefined, ...opts });
   await s.listen();
   registerCleanup(() => s.close());
   return s;
 }
 
-async function bitorrentSeed(f: Fixture): Promise<{ s: Session; t: Torrent }> {
-  const s = await session();
+async function bitorrentSeed(f: Fixture, opts: Partial<SessionOptions> = {}): Promise<{ s: Session; t: Torrent }> {
+  const s = await session(opts);
   const t = await s.add({ torrent: f.tor.bytes, path: f.seedDir, seed: true });
   await withTimeout(t.done, 30_000, 'bitorrent seeder to verify its data');
   assert.equal(t.stats().state, 'seeding');
@@ -70,8 +70,8 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
-async function bitorrentDownload(f: Fixture, peers: { host: string; port: number }[] = []): Promise<Torrent> {
-  const s = await session();
+async function bitorrentDownload(f: Fixture, peers: { host: string; port: number }[] = [], opts: Partial<SessionOptions> = {}): Promise<Torrent> {
+  const s = await session(opts);
   const t = await s.add({ torrent: f.tor.bytes, path: f.dl, seed: false, peers });
   await withTimeout(t.done, 60_000, `bitorrent download (${JSON.stringify(t.stats())})`);
   return t;
@@ -193,5 +193,53 @@ test('bitorrent downloads from aria2 (opentracker, HTTP announce)', async (t) =>
   runAria2({ mode: 'seed', torrent: f.tor.path, dir: f.seedDir, listenPort: await freePort() });
   await waitFor(async () => (await f.tracker!.scrape(f.tor.infoHash)).complete >= 1, { timeoutMs: 20_000, what: 'aria2 announce' });
   await bitorrentDownload(f);
+  await assertSame(f);
+});
+
+// ------------------------------------------------------------------ protocol encryption (MSE/PE)
+// Peers that refuse plaintext: bitorrent answers their encrypted handshakes, and when it dials them its
+// plaintext handshake is dropped and it retries encrypted (default policy 'enabled').
+
+test('MSE: qBittorrent requiring encryption downloads from bitorrent', async (t) => {
+  cleanupAfter(t);
+  if (!need(t, 'qbittorrent-nox', 'mktorrent')) return;
+  const f = await fixture('mse-qbt-from-bt');
+  const [{ s }, qb] = await Promise.all([bitorrentSeed(f), startQbittorrent({ encryption: 'required' })]);
+  await qb.addTorrent(f.tor.bytes, f.dl);
+  await waitFor(async () => !(await qb.info(f.tor.infoHash))?.state.startsWith('checking'), { timeoutMs: 10_000, what: 'qBittorrent check' });
+  await qb.addPeers(f.tor.infoHash, [{ host: '127.0.0.1', port: s.port }]);
+  await qb.waitComplete(f.tor.infoHash, 60_000);
+  await assertSame(f);
+});
+
+test('MSE: bitorrent downloads from qBittorrent requiring encryption (plaintext refused, encrypted retry)', async (t) => {
+  cleanupAfter(t);
+  if (!need(t, 'qbittorrent-nox', 'mktorrent')) return;
+  const f = await fixture('mse-bt-from-qbt');
+  const qb = await startQbittorrent({ encryption: 'required' });
+  await qb.addTorrent(f.tor.bytes, f.seedDir);
+  await qb.waitSeeding(f.tor.infoHash, 30_000);
+  await bitorrentDownload(f, [{ host: '127.0.0.1', port: qb.peerPort }]);
+  await assertSame(f);
+});
+
+test('MSE: aria2 requiring RC4 downloads from bitorrent (opentracker)', async (t) => {
+  cleanupAfter(t);
+  if (!need(t, 'aria2c', 'opentracker', 'mktorrent')) return;
+  const f = await fixture('mse-aria2-from-bt', 'http');
+  await bitorrentSeed(f);
+  await waitFor(async () => (await f.tracker!.scrape(f.tor.infoHash)).complete >= 1, { timeoutMs: 15_000, what: 'bitorrent HTTP announce' });
+  const a = runAria2({ mode: 'download', torrent: f.tor.path, dir: f.dl, listenPort: await freePort(), extraArgs: ['--bt-require-crypto=true', '--bt-min-crypto-level=arc4'] });
+  await aria2Done(a, 30_000);
+  await assertSame(f);
+});
+
+test('MSE: bitorrent (encryption required) downloads from aria2 requiring RC4 (opentracker)', async (t) => {
+  cleanupAfter(t);
+  if (!need(t, 'aria2c', 'opentracker', 'mktorrent')) return;
+  const f = await fixture('mse-bt-from-aria2', 'http');
+  runAria2({ mode: 'seed', torrent: f.tor.path, dir: f.seedDir, listenPort: await freePort(), extraArgs: ['--bt-require-crypto=true', '--bt-min-crypto-level=arc4'] });
+  await waitFor(async () => (await f.tracker!.scrape(f.tor.infoHash)).complete >= 1, { timeoutMs: 20_000, what: 'aria2 announce' });
+  await bitorrentDownload(f, [], { encryption: 'required' });
   await assertSame(f);
 });

@@ -1,7 +1,7 @@
 /** Options shared by the commands that run a session (download, seed). */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { Session, parsePeerAddress, parseRate, UNITS_HELP, type PeerAddress, type SessionOptions } from '@bitorrent/core';
+import { Session, parsePeerAddress, parseRate, UNITS_HELP, type PeerAddress, type SessionOptions, type EncryptionPolicy } from '@bitorrent/core';
 import { setupSpeed, type SpeedFlags, type SpeedSetup } from '@bitorrent/speed';
 import { startDht } from './dht-setup.js';
 
@@ -20,6 +20,7 @@ export const sessionOptionSpec = {
   'dht-port': { type: 'string' },
   'dht-bootstrap': { type: 'string', multiple: true },
   'no-pex': { type: 'boolean' },
+  encryption: { type: 'string' },
   json: { type: 'boolean' },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
@@ -36,6 +37,8 @@ network:
   --dht-port N           UDP port of the DHT node (default: the peer port)
   --dht-bootstrap H:P    DHT bootstrap node (repeatable)
   --no-pex               do not exchange peers with peers (BEP 11)
+  --encryption MODE      protocol encryption (MSE/PE): enabled (default: accept both, dial plaintext and
+                         retry encrypted), prefer (dial encrypted first), required (RC4 only), disabled
 limits:
   --max-up RATE          upload limit, e.g. 500K, 2MiB/s (default unlimited)
   --max-down RATE        download limit
@@ -63,9 +66,12 @@ export interface SessionFlags {
   'dht-port'?: string;
   'dht-bootstrap'?: string[];
   'no-pex'?: boolean;
+  encryption?: string;
   json?: boolean;
   quiet?: boolean;
 }
+
+const ENCRYPTION_MODES: readonly EncryptionPolicy[] = ['enabled', 'prefer', 'required', 'disabled'];
 
 export function parseIntFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
@@ -87,7 +93,14 @@ export function sessionOptions(f: SessionFlags): SessionOptions {
     downloadRateLimit: f['max-down'] ? parseRate(f['max-down']) : 0,
     maxConnectionsPerTorrent: parseIntFlag('max-peers', f['max-peers'], 1, 10000),
     stateDir: f['no-resume'] ? undefined : (f['state-dir'] ?? defaultStateDir()),
+    encryption: encryptionFlag(f.encryption),
   };
+}
+
+function encryptionFlag(v: string | undefined): EncryptionPolicy | undefined {
+  if (v === undefined) return undefined;
+  if (!(ENCRYPTION_MODES as readonly string[]).includes(v)) throw new Error(`--encryption: expected one of ${ENCRYPTION_MODES.join(', ')}, got '${v}'`);
+  return v as EncryptionPolicy;
 }
 
 export function peersFrom(f: SessionFlags): PeerAddress[] {

@@ -187,6 +187,7 @@ export class PeerWire extends EventEmitter {
 
     this.remote(); // cache the address while the socket is open
     socket.on('data', this.onData);
+    socket.resume(); // a socket handed over paused (after an MSE handshake or protocol sniffing)
     socket.on('drain', () => this.emit('drain'));
     socket.on('error', (err: Error) => this.destroy(err));
     socket.on('end', () => this.destroy());
