@@ -15,3 +15,4 @@ export * from './choker.js';
 export * from './rate-limit.js';
 export * from './units.js';
 export * from './tracker-client/index.js';
+export * from './webseed.js';

@@ -81,6 +81,8 @@ export interface AddTorrentOptions {
   /** Choker policy for this torrent (default: the session's, else the standard choker). */
   choker?: ChokerPolicy;
   uploadGate?: UploadGate;
+  /** Download from the torrent's BEP 19 web seeds (default true). */
+  webSeeds?: boolean;
 }
 
 export class Session extends EventEmitter {
@@ -282,6 +284,7 @@ export class Session extends EventEmitter {
         choker: opts.choker ?? this.opts.choker?.(infoHash),
         extensions: opts.extensions,
         uploadGate: opts.uploadGate,
+        webSeeds: opts.webSeeds,
       } satisfies TorrentOptions,
       {
         clock: this.clock,

@@ -21,6 +21,7 @@ import { StandardChoker, type ChokerPolicy, type ChokerPeer } from './choker.js'
 import { TokenBucket } from './rate-limit.js';
 import { Announcer } from './tracker-client/index.js';
 import type { UdpTrackerClient } from './tracker-client/index.js';
+import { WebSeed, type WebSeedHost } from './webseed.js';
 import { mseInitiate, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import { PeerWire } from './wire/peer-wire.js';
 import type { WireExtensionFactory } from './wire/extensions.js';
@@ -105,6 +106,8 @@ export interface TorrentDht {
 
 export interface TorrentOptions {
   infoHash: Buffer;
+  /** Download from the torrent's BEP 19 web seeds (default true). */
+  webSeeds?: boolean;
   metainfo?: Metainfo;
   name?: string;
   path: string;
@@ -232,6 +235,8 @@ export class Torrent extends EventEmitter {
   private readonly connecting = new Set<string>();
   private readonly candidates = new Map<string, Candidate>();
   private readonly banned = new Set<string>();
+  /** BEP 19 web seeds, started once the data check is done (see webseed.ts). */
+  private webSeeds: WebSeed[] = [];
   /** Addresses that turned out to be this client (trackers list us among the peers): never dialled again. */
   private readonly selfAddresses = new Set<string>();
   private readonly inProgress = new Map<number, PieceInProgress>();
@@ -397,6 +402,38 @@ export class Torrent extends EventEmitter {
     this.checkDone();
     this.updateInterestAll();
     this.emit('ready');
+    this.startWebSeeds();
+  }
+
+  /** One WebSeed per http(s) url-list entry (at most 8), fetching whole pieces while we are downloading. */
+  private startWebSeeds(): void {
+    const meta = this.metainfo;
+    if (!meta || this.opts.webSeeds === false || this.webSeeds.length > 0) return;
+    const urls = [...new Set(meta.urlList.filter((u) => /^https?:\/\//i.test(u)))].slice(0, 8);
+    const blocksPerPiece = Math.ceil(meta.pieceLength / BLOCK_SIZE);
+    const host: WebSeedHost = {
+      active: () => this.state === 'downloading',
+      reservePiece: (key) => {
+        if (this.state !== 'downloading' || !this.picker) return [];
+        const reqs = this.picker.pickBlocks({ id: key, has: () => true, hasAll: true, maxPieces: 1 }, blocksPerPiece);
+        const first = reqs[0]?.index;
+        for (const r of reqs) if (r.index !== first) this.picker.requestCancelled(r, key);
+        return reqs.filter((r) => r.index === first);
+      },
+      deliver: (key, req, block) => {
+        if (this.state !== 'downloading' && this.state !== 'seeding') return;
+        this.downloadedBytes += block.length;
+        this.downRate.add(block.length);
+        this.acceptBlock(key, req, block);
+      },
+      release: (key, reqs) => {
+        for (const r of reqs) this.picker?.requestCancelled(r, key);
+      },
+      log: (m) => this.deps.log(`${this.name}: ${m}`),
+    };
+    const setTimer = (fn: () => void, ms: number) => this.deps.clock.setTimeout(fn, ms);
+    this.webSeeds = urls.map((u) => new WebSeed(u, meta, host, { setTimer }));
+    for (const ws of this.webSeeds) ws.kick();
   }
 
   /** Give newly connected (or pre-metadata) peers our bitfield. */
@@ -852,15 +889,23 @@ export class Torrent extends EventEmitter {
       return;
     }
     peer.outstanding.delete(k);
-    if (this.have.get(index)) {
+    this.acceptBlock(peer.key, req, block);
+    this.fillRequests(peer);
+  }
+
+  /** A requested block from a peer or a web seed (`sourceKey`): assemble, hash as it grows, verify when complete. */
+  private acceptBlock(sourceKey: string, req: BlockRequest, block: Buffer): void {
+    const meta = this.metainfo!;
+    const { index, begin } = req;
+    const k = blockKey(index, begin);
+    if (this.have!.get(index)) {
       this.wastedBytes += block.length;
-      this.fillRequests(peer);
       return;
     }
     let contributors = this.contributors.get(index);
     if (!contributors) this.contributors.set(index, (contributors = new Set()));
-    contributors.add(peer.key);
-    const result = this.picker.blockReceived(req, peer.key);
+    contributors.add(sourceKey);
+    const result = this.picker!.blockReceived(req, sourceKey);
     // End-game duplicates: cancel the same block at the other peers.
     for (const otherKey of result.cancel) {
       const other = this.peers.get(otherKey);
@@ -869,7 +914,6 @@ export class Torrent extends EventEmitter {
     if (result.duplicate) {
       // Not copied: the first copy may already be hashed.
       this.wastedBytes += block.length;
-      this.fillRequests(peer);
       return;
     }
     let piece = this.inProgress.get(index);
@@ -894,7 +938,6 @@ export class Torrent extends EventEmitter {
       const digest = piece.hash && piece.hashed === piece.size ? piece.hash.digest() : undefined;
       void this.verifyAndStore(index, piece.buf, digest);
     }
-    this.fillRequests(peer);
   }
 
   /** Advance a piece's running SHA-1 over every block now contiguous from its start; drop it if blocks are odd. */
@@ -982,6 +1025,7 @@ export class Torrent extends EventEmitter {
     this.contributors.delete(index);
     this.picker!.pieceFailed(index);
     this.emit('hash-failure', index, [...who]);
+    for (const ws of this.webSeeds) if (who.has(ws.key)) ws.onHashFailure();
     for (const key of who) {
       const peer = this.peers.get(key);
       if (!peer) continue;
@@ -1229,6 +1273,7 @@ export class Torrent extends EventEmitter {
       }
     }
     this.connectMore();
+    for (const ws of this.webSeeds) ws.kick();
     // Watchdog: an idle upload loop with queued requests (a held UploadGate, or a lost 'drain' wake-up) restarts
     // within a second instead of leaving the peer's requests unanswered until it gives up on us.
     for (const peer of this.peers.values()) if (peer.uploadQueue.length > 0 && !peer.serving) this.serveUploads(peer);
@@ -1366,6 +1411,7 @@ export class Torrent extends EventEmitter {
     this.deps.clock.clearInterval(this.chokeTimer);
     this.deps.clock.clearTimeout(this.rechokeSoon);
     const stopping = this.announcer?.stop();
+    for (const ws of this.webSeeds) ws.stop();
     for (const peer of this.peers.values()) peer.wire.destroy();
     this.peers.clear();
     await this.storage?.close();

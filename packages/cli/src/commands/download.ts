@@ -17,6 +17,7 @@ options:
   --no-seed              exit as soon as the download completes (default)
   --seed-ratio N         with --seed: stop once uploaded/size reaches N
   --sequential           download pieces in order (for streaming)
+  --no-web-seeds         ignore the torrent's HTTP web seeds (BEP 19; used by default)
   --only LIST            download only these files (indexes from 'bitorrent info', e.g. 0,2,4-6)
 ${sessionOptionHelp}
 ${SPEED_HELP}`;
@@ -54,6 +55,7 @@ export async function run(argv: string[]): Promise<number> {
     'seed-ratio': { type: 'string' },
     sequential: { type: 'boolean' },
     only: { type: 'string' },
+    'no-web-seeds': { type: 'boolean' },
   }, HELP, 'one .torrent file, magnet link or info-hash');
   if (typeof cmd === 'number') return cmd;
   const { values: f, positional } = cmd;
@@ -79,6 +81,7 @@ export async function run(argv: string[]): Promise<number> {
       trackers: f.tracker,
       seed: keepSeeding,
       sequential: f.sequential,
+      webSeeds: !f['no-web-seeds'],
       pex: !f['no-pex'],
       ...speed?.perTorrentOptions(source, () => {
         const st = torrent?.stats();
