@@ -26,6 +26,8 @@ import type { ChokerPolicy } from './choker.js';
 export const CLIENT_NAME = 'bitorrent 0.1.0';
 /** Azureus-style peer id prefix: client "bI", version 0.1.0. */
 export const PEER_ID_PREFIX = '-bI0100-';
+/** Incoming MSE handshakes in progress at once (each holds a socket for up to 15 s). */
+const MAX_HANDSHAKING = 64;
 
 export interface SessionOptions {
   /** TCP listen port; 0 picks a free one (default 6881). */
@@ -100,6 +102,8 @@ export class Session extends EventEmitter {
   readonly globalDownload: TokenBucket;
   private connections = 0;
   private readonly incoming = new Set<Socket>();
+  /** Incoming connections inside an MSE handshake. */
+  private handshaking = 0;
   private closed = false;
 
   constructor(private readonly opts: SessionOptions = {}) {
@@ -153,7 +157,8 @@ export class Session extends EventEmitter {
   }
 
   private onIncoming(socket: Socket): void {
-    if (this.closed || this.connections >= (this.opts.maxConnections ?? 200)) {
+    // Connections still in their handshakes count too: a flood of silent sockets cannot pile up.
+    if (this.closed || this.connections + this.handshaking >= (this.opts.maxConnections ?? 200) || this.handshaking >= MAX_HANDSHAKING) {
       socket.destroy();
       return;
     }
@@ -183,16 +188,19 @@ export class Session extends EventEmitter {
         this.acceptWire(socket, socket, host, port);
         return;
       }
+      this.handshaking++;
       mseRespond(socket, first, {
         allow: policy === 'required' ? CRYPTO_RC4 : CRYPTO_PLAINTEXT | CRYPTO_RC4,
         lookup: (k) => this.mseKeys.get(k),
-      }).then(
-        (r) => {
-          if (this.closed) return void socket.destroy();
-          this.acceptWire(r.stream, socket, host, port);
-        },
-        () => socket.destroy(),
-      );
+      })
+        .finally(() => this.handshaking--)
+        .then(
+          (r) => {
+            if (this.closed) return void socket.destroy();
+            this.acceptWire(r.stream, socket, host, port);
+          },
+          () => socket.destroy(),
+        );
     };
     socket.on('data', onFirstBytes);
   }
