@@ -2,13 +2,16 @@
  * Tracker benchmark: bitorrent's tracker beside opentracker (Debian package), same machine, same run.
  *
  *   npm run bench -- tracker [--quick] [--seconds N] [--rounds N] [--http-conc N] [--udp-conc N] [--workers N] [--http-close]
+ *                            [--udp-send-thread on|off]
  *
  * HTTP: wrk (1 thread, keep-alive, Lua script varying info_hash / peer_id / port over 1000 whitelisted hashes).
  * UDP: bench/tracker/udpgen.c compiled with gcc into the temp dir (closed loop, fixed concurrency, BEP 15 connect +
  * announce); bench/tracker/udpgen.mjs (Node) when gcc is missing — it is slower and can bottleneck.
  * bitorrent runs one event loop by default (--workers 1): on this 2-core box the load generator needs the other
  * core, and --workers 2 measured lower (2 replicas + generator oversubscribe the CPUs). Try --workers 2 on bigger boxes.
- * Each target is measured `rounds` times per protocol, interleaved; the best round counts.
+ * Rounds are paired: each round measures both servers back to back (alternating who goes first).
+ * ratio_http / ratio_udp = median over rounds of that round's bitorrent / opentracker; *_rps fields and
+ * ratio_*_best are the best round of each server (the pre-2026-11 definition of the ratio).
  * Memory: bytes per stored peer = (heapUsed + arrayBuffers) delta / peers, in this process, with gc.
  * Last line: one JSON object.
  */
@@ -33,14 +36,17 @@ const { values } = parseArgs({
     'udp-conc': { type: 'string' },
     workers: { type: 'string' },
     'http-close': { type: 'boolean' },
+    'udp-send-thread': { type: 'string' },
   },
 });
 const quick = values.quick === true;
 const seconds = Number(values.seconds ?? (quick ? 3 : 8));
-const rounds = Number(values.rounds ?? (quick ? 1 : 2));
+const rounds = Number(values.rounds ?? (quick ? 1 : 3));
 const httpConc = Number(values['http-conc'] ?? 64);
 const udpConc = Number(values['udp-conc'] ?? 64);
 const workers = Number(values.workers ?? 1);
+const udpSendThread = values['udp-send-thread'] ?? 'off';
+if (udpSendThread !== 'on' && udpSendThread !== 'off') throw new Error(`--udp-send-thread must be on or off`);
 let udpGen: string | null = null;
 
 const children: ChildProcess[] = [];
@@ -158,7 +164,7 @@ async function main(): Promise<void> {
     children.push(ot);
     await waitTcp(otPort);
     // bitorrent tracker, its own process, same whitelist.
-    const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile, '--workers', String(workers), '--rate-limit', '0'], {
+    const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile, '--workers', String(workers), '--rate-limit', '0', '--udp-send-thread', udpSendThread], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(bt);
@@ -171,15 +177,27 @@ async function main(): Promise<void> {
       });
       bt.on('exit', (c) => reject(new Error(`bitorrent tracker exited ${c}`)));
     });
-    console.error(`# opentracker on ${otPort}, bitorrent (${workers} workers) on http ${listening.http_port} / udp ${listening.udp_port}; ${seconds}s × ${rounds} rounds, HTTP conc ${httpConc}, UDP conc ${udpConc}, UDP generator ${udpGen ? 'C' : 'node'}`);
+    console.error(`# opentracker on ${otPort}, bitorrent (${workers} workers, udp send thread ${udpSendThread}) on http ${listening.http_port} / udp ${listening.udp_port}; ${seconds}s × ${rounds} rounds, HTTP conc ${httpConc}, UDP conc ${udpConc}, UDP generator ${udpGen ? 'C' : 'node'}`);
     const best = (a: Result | null, b: Result): Result => (a === null || b.rps > a.rps ? b : a);
     let btH: Result | null = null, otH: Result | null = null, btU: Result | null = null, otU: Result | null = null;
+    // Paired rounds: in each round both servers run back to back (who goes first alternates), so each round's
+    // ratio compares the two under nearly the same background load; the machine is shared and its load drifts.
+    const pairsH: number[] = [], pairsU: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      const a = await httpLoad(listening.http_port, hashFile); console.error(`# round ${r + 1} http bitorrent   ${JSON.stringify(a)}`); btH = best(btH, a);
-      const b = await httpLoad(otPort, hashFile); console.error(`# round ${r + 1} http opentracker ${JSON.stringify(b)}`); otH = best(otH, b);
-      const c = await udpLoad(listening.udp_port, hashFile); console.error(`# round ${r + 1} udp  bitorrent   ${JSON.stringify(c)}`); btU = best(btU, c);
-      const d = await udpLoad(otPort, hashFile); console.error(`# round ${r + 1} udp  opentracker ${JSON.stringify(d)}`); otU = best(otU, d);
+      const btFirst = r % 2 === 0;
+      const pair = async (proto: 'http' | 'udp'): Promise<[Result, Result]> => {
+        const load = (port: number): Promise<Result> => (proto === 'http' ? httpLoad(port, hashFile) : udpLoad(port, hashFile));
+        const btPort = proto === 'http' ? listening.http_port : listening.udp_port;
+        let a: Result, b: Result;
+        if (btFirst) { a = await load(btPort); b = await load(otPort); } else { b = await load(otPort); a = await load(btPort); }
+        console.error(`# round ${r + 1} ${proto.padEnd(4)} bitorrent   ${JSON.stringify(a)}`);
+        console.error(`# round ${r + 1} ${proto.padEnd(4)} opentracker ${JSON.stringify(b)}  ratio ${(a.rps / b.rps).toFixed(3)}`);
+        return [a, b];
+      };
+      const [a, b] = await pair('http'); btH = best(btH, a); otH = best(otH, b); pairsH.push(a.rps / b.rps);
+      const [c, d] = await pair('udp'); btU = best(btU, c); otU = best(otU, d); pairsU.push(c.rps / d.rps);
     }
+    const median = (xs: number[]): number => { const v = [...xs].sort((x, y) => x - y); const m = v.length >> 1; return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2; };
     // Without keep-alive (opentracker closes every connection anyway): one TCP connection per announce for both.
     // Optional (--http-close): it piles up tens of thousands of TIME_WAIT sockets on loopback, which skews later runs.
     let btC: Result | null = null, otC: Result | null = null;
@@ -198,16 +216,21 @@ async function main(): Promise<void> {
       seconds,
       rounds,
       workers,
+      udp_send_thread: udpSendThread,
       udp_generator: udpGen ? 'c' : 'node',
       http_concurrency: httpConc,
       udp_concurrency: udpConc,
       bitorrent_http_rps: btH!.rps,
       opentracker_http_rps: otH!.rps,
-      ratio_http: r2(btH!.rps / otH!.rps),
+      ratio_http: r2(median(pairsH)),
+      ratio_http_best: r2(btH!.rps / otH!.rps),
+      ratio_http_rounds: pairsH.map(r2),
       ...(btC && otC ? { bitorrent_http_close_rps: btC.rps, opentracker_http_close_rps: otC.rps, ratio_http_close: r2(btC.rps / otC.rps) } : {}),
       bitorrent_udp_rps: btU!.rps,
       opentracker_udp_rps: otU!.rps,
-      ratio_udp: r2(btU!.rps / otU!.rps),
+      ratio_udp: r2(median(pairsU)),
+      ratio_udp_best: r2(btU!.rps / otU!.rps),
+      ratio_udp_rounds: pairsU.map(r2),
       p99_ms_http_bitorrent: btH!.p99_ms,
       p99_ms_http_opentracker: otH!.p99_ms,
       p99_ms_udp_bitorrent: btU!.p99_ms,

@@ -28,6 +28,9 @@ Run a BitTorrent tracker: HTTP announce/scrape (BEP 3, 23, 7, 48) and UDP (BEP 1
   --trust-proxy          take the client address from X-Forwarded-For (behind your own proxy only)
   --workers N            processes (node:cluster) sharing the ports, each with a replica of the swarms
                          kept in sync every 10 ms (default 1)
+  --udp-send-thread on|off  send UDP replies from a second thread sharing the socket, so the kernel's
+                         send path runs beside the receive + announce work (default off: it reads
+                         Node's internal socket handle, and gains nothing when the CPU is contended)
   -h, --help             this help
 
 Endpoints: /announce, /scrape, /<passkey>/announce, /<passkey>/scrape, /stats (HTML; ?format=json), /metrics (Prometheus).
@@ -52,6 +55,13 @@ function intOpt(v: string | undefined, name: string, def: number, min: number, m
   const n = Number(v);
   if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer in ${min}..${max}, got '${v}'`);
   return n;
+}
+
+function onOff(v: string | undefined, name: string, def: boolean): boolean {
+  if (v === undefined) return def;
+  if (v === 'on') return true;
+  if (v === 'off') return false;
+  throw new Error(`--${name} must be 'on' or 'off', got '${v}'`);
 }
 
 function portOpt(v: string | undefined, name: string): number | null {
@@ -79,6 +89,7 @@ export function parseServeArgs(argv: string[]): TrackerServerOptions & { workers
       'max-peers-per-swarm': { type: 'string' },
       'trust-proxy': { type: 'boolean' },
       workers: { type: 'string' },
+      'udp-send-thread': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -93,6 +104,7 @@ export function parseServeArgs(argv: string[]): TrackerServerOptions & { workers
     defaultNumwant: intOpt(values.numwant, 'numwant', 50, 0, 200),
     statePath: values.state ?? null,
     trustProxy: values['trust-proxy'] === true,
+    udpSendThread: onOff(values['udp-send-thread'], 'udp-send-thread', false),
     store: {
       maxSwarms: intOpt(values['max-swarms'], 'max-swarms', 1_000_000, 1, 1e9),
       maxPeers: intOpt(values['max-peers'], 'max-peers', 10_000_000, 1, 1e10),

@@ -9,3 +9,4 @@ export type { TrackerServerOptions } from './server.js';
 export { serializeStore, deserializeInto, saveState, loadState, StateFileError } from './persist.js';
 export { runTrackerCli, parseServeArgs } from './cli.js';
 export { runClusterPrimary, runClusterWorker, isClusterWorker } from './cluster.js';
+export { UdpSendThread } from './udpring.js';

@@ -7,6 +7,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { Tracker, type TrackerOptions } from './tracker.js';
 import { loadState, saveState } from './persist.js';
+import { UdpSendThread } from './udpring.js';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 
@@ -30,6 +31,11 @@ export interface TrackerServerOptions extends TrackerOptions {
   idleTimeoutMs?: number;
   /** Trust X-Forwarded-For / X-Real-IP (only behind your own reverse proxy). */
   trustProxy?: boolean;
+  /**
+   * Send UDP replies from a second thread sharing the socket (see udpring.ts): the main thread keeps receiving
+   * and answering. Default false; falls back to main-thread sends if the socket's fd cannot be reached.
+   */
+  udpSendThread?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -43,13 +49,23 @@ export class TrackerServer {
   udpPort = 0;
   private http: Server | null = null;
   private udp: UdpSocket | null = null;
+  private sender: UdpSendThread | null = null;
   private timers: NodeJS.Timeout[] = [];
   private sockets = new Set<Socket>();
   private closed = false;
   private saving: Promise<unknown> = Promise.resolve();
 
   constructor(readonly opts: TrackerServerOptions = {}) {
-    this.tracker = new Tracker(opts);
+    if (opts.now !== undefined) this.tracker = new Tracker(opts);
+    else {
+      // Coarse clock (50 ms steps): Date.now() twice per datagram (peer last-seen, connection-id epoch) costs
+      // more than the rest of a connection-id check. Times in the store are seconds, ids rotate every 2 min.
+      let coarse = Date.now();
+      const tick = setInterval(() => (coarse = Date.now()), 50);
+      tick.unref();
+      this.timers.push(tick);
+      this.tracker = new Tracker({ ...opts, now: () => coarse });
+    }
   }
 
   private log(msg: string): void {
@@ -105,14 +121,18 @@ export class TrackerServer {
       });
       sock.on('error', (e) => this.log(`udp socket error: ${e.message}`));
       const t = this.tracker;
+      const sender = o.udpSendThread ? UdpSendThread.start(sock, host.includes(':') ? 'udp6' : 'udp4', (m) => this.log(m)) : null;
+      if (o.udpSendThread && sender === null) this.log('udp send thread unavailable (no socket fd): sending from the main thread');
+      this.sender = sender;
       sock.on('message', (msg, rinfo) => {
         const reply = t.udp(msg, rinfo.address, rinfo.port);
-        if (reply !== null) {
-          // dgram.send is asynchronous and `reply` is a reused buffer: send a copy.
-          const b = Buffer.allocUnsafe(reply.length);
-          reply.copy(b);
-          sock.send(b, rinfo.port, rinfo.address);
-        }
+        if (reply === null) return;
+        if (sender !== null && sender.push(reply, rinfo.port, rinfo.address)) return;
+        // `reply` is a view of the tracker's reused output buffer. send() normally hands the datagram to the
+        // kernel before it returns; if it could not (socket buffer full), the datagram waits in the send queue
+        // still pointing at that buffer, so the tracker gets a fresh one.
+        sock.send(reply, rinfo.port, rinfo.address);
+        if (sock.getSendQueueCount() !== 0) t.detachOutput();
       });
       this.udp = sock;
       this.udpPort = sock.address().port;
@@ -154,6 +174,11 @@ export class TrackerServer {
     }
     if (this.udp) {
       const u = this.udp;
+      // The send thread closes the shared fd first (this blocks until it has), then our handle is closed.
+      if (this.sender !== null) {
+        this.sender.stop();
+        waits.push(this.sender.exited);
+      }
       waits.push(new Promise((r) => u.close(() => r())));
     }
     await Promise.all(waits);

@@ -1,10 +1,10 @@
 /**
  * In-memory swarm store for the tracker. Sans-I/O: callers pass raw compact addresses and get compact peer lists back.
  *
- * Memory layout: one `PeerTable` per address family per swarm, holding peers as packed compact entries
- * (6 bytes for IPv4, 18 for IPv6) in one Buffer plus one Uint32Array of metadata (bit 31 = seeder,
- * bits 0..30 = last-seen time in seconds since the store's epoch). Tables above a few entries get an
- * open-addressing index (Int32Array of entry+1). No JS object per peer.
+ * Memory layout: one `PeerTable` per address family per swarm, holding peers as packed compact addresses
+ * (6 bytes for IPv4, 18 for IPv6) followed by their metadata words (bit 31 = seeder, bits 0..30 = last-seen time
+ * in seconds since the store's epoch), all in one Buffer. Tables above a few entries get an open-addressing
+ * index (Int32Array of entry+1). No JS object per peer.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -35,21 +35,27 @@ function sameBytes(a: Uint8Array, ao: number, b: Uint8Array, bo: number, len: nu
   return true;
 }
 
-/** Peers of one address family in one swarm: entries of `stride` address bytes + 4 metadata bytes (big-endian). */
+/**
+ * Peers of one address family in one swarm, in one Buffer: `cap` addresses of `stride` bytes back to back,
+ * then `cap` metadata words (big-endian u32). Entries are partitioned: leechers in [0, n - seeders), seeders in
+ * [n - seeders, n). So the peers to hand out (everyone, or only leechers for a seeder) are one contiguous run of
+ * compact addresses, copied with at most three memcpy calls.
+ */
 export class PeerTable {
-  /** Packed entries; small tables live in Node's shared Buffer pool (no ArrayBuffer of their own). */
+  /** Backing storage; small tables live in Node's shared Buffer pool (no ArrayBuffer of their own). */
   buf: Buffer;
   n = 0;
   seeders = 0;
   cap: number;
-  readonly esz: number;
+  /** Byte offset of the metadata region (cap × stride). */
+  private moff: number;
   private index: Int32Array | null = null;
   private mask = 0;
 
   constructor(readonly stride: number, capacity = 2) {
-    this.esz = stride + 4;
     this.cap = capacity;
-    this.buf = Buffer.allocUnsafe(capacity * this.esz);
+    this.moff = capacity * stride;
+    this.buf = Buffer.allocUnsafe(capacity * (stride + 4));
   }
 
   /** Bytes of backing storage (for memory accounting). */
@@ -57,15 +63,20 @@ export class PeerTable {
     return this.buf.length + (this.index ? this.index.byteLength : 0);
   }
 
+  /** Entries in [0, leechers) are leechers. */
+  get leechers(): number {
+    return this.n - this.seeders;
+  }
+
   meta(i: number): number {
     const b = this.buf;
-    const o = i * this.esz + this.stride;
+    const o = this.moff + i * 4;
     return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
   }
 
   private writeMeta(i: number, m: number): void {
     const b = this.buf;
-    const o = i * this.esz + this.stride;
+    const o = this.moff + i * 4;
     b[o] = m >>> 24;
     b[o + 1] = m >>> 16;
     b[o + 2] = m >>> 8;
@@ -75,16 +86,26 @@ export class PeerTable {
   /** Copy the address of entry i to out[off..off+stride). */
   copyAddr(i: number, out: Uint8Array, off: number): void {
     const b = this.buf;
-    const o = i * this.esz;
+    const o = i * this.stride;
     for (let k = 0; k < this.stride; k++) out[off + k] = b[o + k];
+  }
+
+  /** Copy the addresses of entries [from, to) to out[off..); returns bytes written. */
+  copyRange(from: number, to: number, out: Buffer, off: number): number {
+    if (to <= from) return 0;
+    const s = this.stride;
+    const len = (to - from) * s;
+    const b = this.buf;
+    if (len > 48) return b.copy(out, off, from * s, to * s);
+    for (let k = 0, o = from * s; k < len; k++) out[off + k] = b[o + k];
+    return len;
   }
 
   find(key: Uint8Array, off: number): number {
     const s = this.stride;
-    const e = this.esz;
     const b = this.buf;
     if (this.index === null) {
-      for (let i = 0, p = 0; i < this.n; i++, p += e) if (sameBytes(b, p, key, off, s)) return i;
+      for (let i = 0, p = 0; i < this.n; i++, p += s) if (sameBytes(b, p, key, off, s)) return i;
       return -1;
     }
     const idx = this.index;
@@ -92,19 +113,26 @@ export class PeerTable {
     for (;;) {
       const v = idx[slot];
       if (v === 0) return -1;
-      if (sameBytes(b, (v - 1) * e, key, off, s)) return v - 1;
+      if (sameBytes(b, (v - 1) * s, key, off, s)) return v - 1;
       slot = (slot + 1) & this.mask;
     }
   }
 
-  /** Append a new peer (caller checked it is absent). Returns its position. */
+  /** Add a new peer (caller checked it is absent). Returns its position. */
   add(key: Uint8Array, off: number, meta: number): number {
     if (this.n === this.cap) this.resize(Math.max(4, Math.ceil(this.cap * 1.5)));
-    const i = this.n++;
-    const o = i * this.esz;
-    for (let k = 0; k < this.stride; k++) this.buf[o + k] = key[off + k];
-    this.writeMeta(i, meta);
+    let i = this.n++;
     if (meta & SEED_BIT) this.seeders++;
+    else if (this.seeders > 0) {
+      // Keep leechers first: the first seeder moves to the end, the new leecher takes its place.
+      const first = i - this.seeders;
+      this.moveEntry(first, i);
+      i = first;
+    }
+    const s = this.stride;
+    const b = this.buf;
+    for (let k = 0, o = i * s; k < s; k++) b[o + k] = key[off + k];
+    this.writeMeta(i, meta);
     if (this.index !== null) {
       if (this.n * 2 > this.mask + 1) this.rebuildIndex();
       else this.indexInsert(i);
@@ -112,24 +140,33 @@ export class PeerTable {
     return i;
   }
 
-  setMeta(i: number, meta: number): void {
-    const old = this.meta(i);
-    if ((old & SEED_BIT) !== (meta & SEED_BIT)) this.seeders += meta & SEED_BIT ? 1 : -1;
+  /** Set the metadata of entry i; a leecher/seeder change moves the entry. Returns its (new) position. */
+  setMeta(i: number, meta: number): number {
+    const wasSeed = (this.meta(i) & SEED_BIT) !== 0;
+    const isSeed = (meta & SEED_BIT) !== 0;
+    if (wasSeed !== isSeed) {
+      const boundary = this.n - this.seeders; // first seeder
+      const j = isSeed ? boundary - 1 : boundary;
+      this.swap(i, j);
+      i = j;
+      this.seeders += isSeed ? 1 : -1;
+    }
     this.writeMeta(i, meta);
+    return i;
   }
 
-  /** Remove entry i by moving the last entry into its place. */
+  /** Remove entry i, keeping the leecher/seeder partition. */
   removeAt(i: number): void {
-    const e = this.esz;
+    const seed = (this.meta(i) & SEED_BIT) !== 0;
     const last = this.n - 1;
-    if (this.meta(i) & SEED_BIT) this.seeders--;
-    if (this.index !== null) {
-      this.indexDelete(i);
-      if (i !== last) this.indexRepoint(last, i);
-    }
-    if (i !== last) {
-      const b = this.buf;
-      for (let k = 0, a = i * e, z = last * e; k < e; k++) b[a + k] = b[z + k];
+    if (this.index !== null) this.indexDelete(i);
+    if (seed) {
+      if (i !== last) this.moveEntry(last, i);
+      this.seeders--;
+    } else {
+      const lastLeecher = last - this.seeders;
+      if (i !== lastLeecher) this.moveEntry(lastLeecher, i);
+      if (lastLeecher !== last) this.moveEntry(last, lastLeecher);
     }
     this.n = last;
     if (this.cap > 8 && this.n * 4 < this.cap) this.resize(Math.max(4, this.n * 2));
@@ -137,6 +174,7 @@ export class PeerTable {
 
   /** Drop peers last seen before `cutoff` (seconds since epoch of the store). Returns how many. */
   expire(cutoff: number): number {
+    // Downwards: whatever removeAt moves into position i comes from a position above i, already checked.
     let removed = 0;
     for (let i = this.n - 1; i >= 0; i--) {
       if ((this.meta(i) & TIME_MASK) < cutoff) {
@@ -147,11 +185,44 @@ export class PeerTable {
     return removed;
   }
 
+  /** Move entry `from` over position `to` (whose index slot, if any, is already gone). */
+  private moveEntry(from: number, to: number): void {
+    if (this.index !== null) this.index[this.slotOf(from)] = to + 1;
+    const b = this.buf;
+    const s = this.stride;
+    for (let k = 0, a = to * s, z = from * s; k < s; k++) b[a + k] = b[z + k];
+    this.writeMeta(to, this.meta(from));
+  }
+
+  private swap(i: number, j: number): void {
+    if (i === j) return;
+    if (this.index !== null) {
+      const si = this.slotOf(i);
+      const sj = this.slotOf(j);
+      this.index[si] = j + 1;
+      this.index[sj] = i + 1;
+    }
+    const b = this.buf;
+    const s = this.stride;
+    for (let k = 0, a = i * s, z = j * s; k < s; k++) {
+      const t = b[a + k];
+      b[a + k] = b[z + k];
+      b[z + k] = t;
+    }
+    const mi = this.meta(i);
+    this.writeMeta(i, this.meta(j));
+    this.writeMeta(j, mi);
+  }
+
   private resize(cap: number): void {
-    const nb = Buffer.allocUnsafe(cap * this.esz);
-    this.buf.copy(nb, 0, 0, this.n * this.esz);
+    const s = this.stride;
+    const nb = Buffer.allocUnsafe(cap * (s + 4));
+    this.buf.copy(nb, 0, 0, this.n * s);
+    const moff = cap * s;
+    this.buf.copy(nb, moff, this.moff, this.moff + this.n * 4);
     this.buf = nb;
     this.cap = cap;
+    this.moff = moff;
     if (this.index !== null) {
       if (this.n <= LINEAR_MAX) {
         this.index = null;
@@ -170,20 +241,16 @@ export class PeerTable {
 
   private indexInsert(i: number): void {
     const idx = this.index!;
-    let slot = hashBytes(this.buf, i * this.esz, this.stride) & this.mask;
+    let slot = hashBytes(this.buf, i * this.stride, this.stride) & this.mask;
     while (idx[slot] !== 0) slot = (slot + 1) & this.mask;
     idx[slot] = i + 1;
   }
 
   private slotOf(i: number): number {
     const idx = this.index!;
-    let slot = hashBytes(this.buf, i * this.esz, this.stride) & this.mask;
+    let slot = hashBytes(this.buf, i * this.stride, this.stride) & this.mask;
     while (idx[slot] !== i + 1) slot = (slot + 1) & this.mask;
     return slot;
-  }
-
-  private indexRepoint(from: number, to: number): void {
-    this.index![this.slotOf(from)] = to + 1;
   }
 
   /** Linear-probing deletion with backward shift (no tombstones). */
@@ -196,7 +263,7 @@ export class PeerTable {
       j = (j + 1) & mask;
       const v = idx[j];
       if (v === 0) break;
-      const home = hashBytes(this.buf, (v - 1) * this.esz, this.stride) & mask;
+      const home = hashBytes(this.buf, (v - 1) * this.stride, this.stride) & mask;
       // Move v into the hole if its home slot is not cyclically within (hole, j].
       const inRange = hole <= j ? home > hole && home <= j : home > hole || home <= j;
       if (!inRange) {
@@ -302,6 +369,8 @@ export class SwarmStore {
    * Record an announce from `addr[off..off+6|18)` (compact ip+port; family from `v6`) for info-hash `ih`
    * (20-byte latin1 string) and fill in the peers to return (at most `numwant`, never the announcer itself;
    * seeders get no seeders back). With `bothFamilies` false only the announcer's own family is returned (UDP).
+   * With `dst`, the own-family peers are written to dst[dstOff..] instead of res.peers4 / res.peers6 (the
+   * lengths are still in res.peers4Len / res.peers6Len); dst needs room for maxNumwant entries.
    */
   announce(
     ih: string,
@@ -312,6 +381,8 @@ export class SwarmStore {
     seeder: boolean,
     numwant: number,
     bothFamilies = true,
+    dst: Buffer | null = null,
+    dstOff = 0,
   ): AnnounceResult {
     const res = this.res;
     res.peers4Len = 0;
@@ -344,7 +415,7 @@ export class SwarmStore {
     const meta = ((this.nowSec() & TIME_MASK) | (seeder ? SEED_BIT : 0)) >>> 0;
     if (self >= 0) {
       if (event === EVENT_COMPLETED && !(table!.meta(self) & SEED_BIT)) sw.completed++;
-      table!.setMeta(self, meta);
+      self = table!.setMeta(self, meta);
     } else {
       if (event === EVENT_COMPLETED) sw.completed++;
       if (table === null) {
@@ -368,11 +439,11 @@ export class SwarmStore {
       // Same family first, then the other family with what is left.
       const own = v6 ? sw.v6 : sw.v4;
       const other = v6 ? sw.v4 : sw.v6;
-      let got = own ? this.pick(own, self, seeder, numwant, v6 ? res.peers6 : res.peers4) : 0;
+      let got = own ? (dst !== null ? this.pick(own, self, seeder, numwant, dst, dstOff) : this.pick(own, self, seeder, numwant, v6 ? res.peers6 : res.peers4, 0)) : 0;
       if (v6) res.peers6Len = got * 18;
       else res.peers4Len = got * 6;
       if (bothFamilies && other && got < numwant) {
-        const g2 = this.pick(other, -1, seeder, numwant - got, v6 ? res.peers4 : res.peers6);
+        const g2 = this.pick(other, -1, seeder, numwant - got, v6 ? res.peers4 : res.peers6, 0);
         if (v6) res.peers4Len = g2 * 6;
         else res.peers6Len = g2 * 18;
         got += g2;
@@ -381,24 +452,35 @@ export class SwarmStore {
     return res;
   }
 
-  /** Copy up to `want` addresses from a random starting point, skipping `skip` and (for seeders) other seeders. */
-  private pick(t: PeerTable, skip: number, seeder: boolean, want: number, out: Buffer): number {
-    const n = t.n;
-    if (n === 0) return 0;
-    const s = t.stride;
-    const e = t.esz;
-    const b = t.buf;
-    let got = 0;
-    const start = n - (skip >= 0 ? 1 : 0) <= want ? 0 : Math.floor(this.random() * n);
-    for (let k = 0, i = start; k < n && got < want; k++, i = i + 1 === n ? 0 : i + 1) {
-      if (i === skip) continue;
-      const o = i * e;
-      if (seeder && b[o + s] & 0x80) continue;
-      const d = got * s;
-      for (let j = 0; j < s; j++) out[d + j] = b[o + j];
-      got++;
+  /**
+   * Copy up to `want` addresses, a contiguous run from a random starting point (wrapping), of the leechers (for a
+   * seeder) or of all peers, never entry `skip`. Returns how many.
+   */
+  private pick(t: PeerTable, skip: number, seeder: boolean, want: number, out: Buffer, off: number): number {
+    const range = seeder ? t.leechers : t.n;
+    if (skip >= range) skip = -1;
+    const m = range - (skip >= 0 ? 1 : 0); // candidates
+    if (m <= 0) return 0;
+    if (m <= want) {
+      this.copyLogical(t, skip, 0, m, out, off);
+      return m;
     }
-    return got;
+    const start = Math.floor(this.random() * m);
+    const end = start + want;
+    if (end <= m) this.copyLogical(t, skip, start, end, out, off);
+    else {
+      const n = this.copyLogical(t, skip, start, m, out, off);
+      this.copyLogical(t, skip, 0, end - m, out, off + n);
+    }
+    return want;
+  }
+
+  /** Copy candidates [a, b) where candidate j is entry j, or j + 1 at and after `skip`. Returns bytes written. */
+  private copyLogical(t: PeerTable, skip: number, a: number, b: number, out: Buffer, off: number): number {
+    if (skip < 0 || b <= skip) return t.copyRange(a, b, out, off);
+    if (a >= skip) return t.copyRange(a + 1, b + 1, out, off);
+    const n = t.copyRange(a, skip, out, off);
+    return n + t.copyRange(skip + 1, b + 1, out, off + n);
   }
 
   /** Counts for one info-hash (zeros if unknown). */

@@ -187,7 +187,7 @@ export class Tracker {
   private readonly ihBuf = Buffer.alloc(20);
   private readonly pidBuf = Buffer.alloc(20);
   private readonly addrBuf = Buffer.alloc(18);
-  private readonly out: Buffer;
+  private out: Buffer;
   private readonly onAnnounce: NonNullable<TrackerOptions['onAnnounce']> | null;
   /** Request counters summed over all cluster workers, when running clustered (set by the cluster layer). */
   clusterStats: TrackerStats | null = null;
@@ -208,6 +208,14 @@ export class Tracker {
     this.limiter = rl && rl.perSecond > 0 ? new RateLimiter(rl.perSecond, rl.burst, this.now) : null;
     this.startedAt = this.now();
     this.out = Buffer.alloc(256 + this.store.maxNumwant * 24);
+  }
+
+  /**
+   * Replies are views of one reused output buffer. Call this when a reply is still referenced after the call
+   * that produced it (e.g. queued by the socket): later replies then go to a new buffer.
+   */
+  detachOutput(): void {
+    this.out = Buffer.alloc(this.out.length);
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -412,17 +420,15 @@ export class Tracker {
       const nw = msg.readInt32BE(92);
       const numwant = nw < 0 ? this.defaultNumwant : nw;
       this.stats.udpAnnounces++;
-      const r = this.store.announce(ih, alen === 18, this.addrBuf, 0, event, seeder, numwant, false);
+      // Peers go straight into the reply after its 20-byte header.
+      const r = this.store.announce(ih, alen === 18, this.addrBuf, 0, event, seeder, numwant, false, out, 20);
       if (this.onAnnounce !== null) this.onAnnounce(ih, alen === 18, this.addrBuf, event, seeder);
       out.writeUInt32BE(1, 0);
       out[4] = msg[12]; out[5] = msg[13]; out[6] = msg[14]; out[7] = msg[15];
       out.writeUInt32BE(this.interval, 8);
       out.writeUInt32BE(r.incomplete, 12);
       out.writeUInt32BE(r.complete, 16);
-      let n = 20;
-      if (alen === 6) n += r.peers4.copy(out, n, 0, r.peers4Len);
-      else n += r.peers6.copy(out, n, 0, r.peers6Len);
-      return out.subarray(0, n);
+      return out.subarray(0, 20 + (alen === 6 ? r.peers4Len : r.peers6Len));
     }
     if (action === 2) {
       // BEP 41 options cannot be told apart from info-hashes in a scrape, so private trackers scrape over HTTP only.

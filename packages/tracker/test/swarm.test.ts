@@ -196,3 +196,90 @@ test('persistence: snapshot round-trips peers, seeders, completed counts and age
   assert.throws(() => deserializeInto(new SwarmStore(), bad, 0), StateFileError);
   assert.throws(() => deserializeInto(new SwarmStore(), snap.subarray(0, 30), 0), StateFileError);
 });
+
+test('PeerTable keeps leechers before seeders through add/remove/status changes/expiry; announce picks are valid', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.constantFrom('add', 'del', 'flip', 'expire', 'pick'), fc.integer({ min: 0, max: 30 }), fc.integer({ min: 0, max: 12 })), { maxLength: 300 }),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      (ops, seed) => {
+        let r = seed;
+        const t = new PeerTable(6);
+        const model = new Map<string, { seed: boolean; time: number }>();
+        for (const [op, k, w] of ops) {
+          const key = v4(0x0a000000 + k * 131, 2000 + k);
+          const hex = key.toString('hex');
+          const i = t.find(key, 0);
+          if (op === 'add' && i < 0) {
+            const seed = (k + w) % 3 === 0;
+            t.add(key, 0, (seed ? 0x80000000 : 0) | w);
+            model.set(hex, { seed, time: w });
+          } else if (op === 'del' && i >= 0) {
+            t.removeAt(i);
+            model.delete(hex);
+          } else if (op === 'flip' && i >= 0) {
+            const m = model.get(hex)!;
+            m.seed = !m.seed;
+            m.time = w;
+            const j = t.setMeta(i, (m.seed ? 0x80000000 : 0) | w);
+            assert.equal(t.find(key, 0), j, 'setMeta returns the new position');
+          } else if (op === 'expire') {
+            let gone = 0;
+            for (const [h, m] of model) if (m.time < w) { model.delete(h); gone++; }
+            assert.equal(t.expire(w), gone);
+          }
+          // Invariants: partition, counts, every model entry findable with its metadata.
+          assert.equal(t.n, model.size);
+          let seeders = 0;
+          for (const m of model.values()) if (m.seed) seeders++;
+          assert.equal(t.seeders, seeders);
+          for (let j = 0; j < t.n; j++) assert.equal((t.meta(j) & 0x80000000) !== 0, j >= t.leechers, `entry ${j} on the wrong side`);
+          for (const [h, m] of model) {
+            const j = t.find(Buffer.from(h, 'hex'), 0);
+            assert.ok(j >= 0);
+            assert.equal(t.meta(j), ((m.seed ? 0x80000000 : 0) | m.time) >>> 0);
+          }
+        }
+        // Announce through a store: the answer never holds the announcer, has no duplicates, a seeder gets
+        // only leechers, and the count is min(numwant, candidates).
+        const s = new SwarmStore({ random: () => ((r = (Math.imul(r, 1103515245) + 12345) >>> 0) / 2 ** 32) });
+        const peers: Buffer[] = [];
+        for (const [hex, m] of model) {
+          const a = Buffer.from(hex, 'hex');
+          peers.push(a);
+          s.announce(IH, false, a, 0, EVENT_STARTED, m.seed, 0);
+        }
+        for (const a of peers) {
+          for (const want of [1, 3, 50]) {
+            const seed = model.get(a.toString('hex'))!.seed;
+            const res = s.announce(IH, false, a, 0, EVENT_NONE, seed, want);
+            const got = new Set<string>();
+            for (let o = 0; o < res.peers4Len; o += 6) got.add(res.peers4.toString('hex', o, o + 6));
+            assert.equal(got.size, res.peers4Len / 6, 'no duplicates');
+            assert.ok(!got.has(a.toString('hex')), 'never the announcer');
+            let cands = 0;
+            for (const [h, m] of model) if (h !== a.toString('hex') && (!seed || !m.seed)) cands++;
+            assert.equal(got.size, Math.min(want, cands));
+            for (const h of got) assert.ok(model.has(h) && (!seed || !model.get(h)!.seed));
+          }
+        }
+      },
+    ),
+    { numRuns: 120 },
+  );
+});
+
+test('announce with a destination buffer writes own-family peers there (UDP replies without a copy)', () => {
+  const s = new SwarmStore({ random: () => 0.5 });
+  for (let i = 0; i < 20; i++) s.announce(IH, false, v4(0x7f000001, 3000 + i), 0, EVENT_STARTED, false, 0);
+  const dst = Buffer.alloc(20 + 200 * 18, 0xee);
+  const r = s.announce(IH, false, v4(0x7f000001, 4000), 0, EVENT_STARTED, false, 5, false, dst, 20);
+  assert.equal(r.peers4Len, 30);
+  assert.ok(dst.subarray(0, 20).every((b) => b === 0xee), 'the header area is left alone');
+  for (let o = 20; o < 50; o += 6) {
+    assert.equal(dst.readUInt32BE(o), 0x7f000001);
+    const p = dst.readUInt16BE(o + 4);
+    assert.ok(p >= 3000 && p < 3020);
+  }
+  assert.equal(dst[50], 0xee);
+});
