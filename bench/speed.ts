@@ -4,7 +4,10 @@
  * (a) Overhead: one seeder session → one leecher session over loopback, in this process, the same torrent
  *     (1 GiB; 128 MiB with --quick; 256 KiB pieces, --piece-kib) with Speed OFF (plain sessions) and Speed ON (per-torrent
  *     SpeedAgent on both sides: auction, channel on an embedded SQLite ledger, one signed payment per piece,
- *     provider exposure K unpaid pieces, default 1). overhead = 1 − on/off.
+ *     provider exposure K unpaid pieces, --max-unpaid, default 1 as the library's). --rounds N (default 3) interleaved off/on pairs
+ *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off). Also prints a timeline
+ *     summary of Speed ON: gate stalls (how long requests were held), and per piece the time from its last block
+ *     sent to the requester's payment and from the payment to the next block served.
  * (b) Auction: `bitorrent demo` engine — a seeder limited to a fixed upload rate, 4 bidding and 4 non-bidding
  *     (Speed on, no bids) leechers, each leecher uploading at a much lower rate (the seeder is the scarce
  *     resource). Median completion per group; speedup = non-bidders / bidders; tokens_conserved = every wallet
@@ -34,11 +37,13 @@ const { values: args } = parseArgs({
     'no-gate': { type: 'boolean' },
     only: { type: 'string' },
     'skip-b': { type: 'boolean' },
+    rounds: { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
 const size = (args.size ? Number(args.size) : args.quick ? 128 : 1024) * MiB;
 const maxUnpaid = Number(args['max-unpaid'] ?? 1);
+const rounds = Math.max(1, Number(args.rounds ?? 3));
 const PIECE = Number(args["piece-kib"] ?? 256) * 1024;
 const log = (s: string): void => console.log(`[speed] ${s}`);
 
@@ -60,10 +65,46 @@ async function transfer(dir: string, torrent: Buffer, seedDir: string, speed: { 
     }
     const sopts = seeder?.torrentOptions();
     let held = 0;
+    // Timeline (Speed on): gate stalls, and per piece last block sent → payment sent → next block served.
+    let stallStart: number | undefined, stalls = 0, stallMs = 0;
+    const sentBytes = new Map<number, number>(), lastBlockAt = new Map<number, number>();
+    const toPay: number[] = [], payToNext: number[] = [];
+    let pendingPay: number | undefined;
     if (sopts && args['no-gate']) delete sopts.uploadGate; // diagnostics: everything but the gate
     else if (sopts) {
       const g = sopts.uploadGate!;
-      sopts.uploadGate = { mayUpload: (k, p) => g.mayUpload(k, p) || (held++, false), onBlockUploaded: g.onBlockUploaded };
+      sopts.uploadGate = {
+        mayUpload: (k, p) => {
+          if (g.mayUpload(k, p)) {
+            if (stallStart !== undefined) {
+              stalls++;
+              stallMs += performance.now() - stallStart;
+              stallStart = undefined;
+            }
+            return true;
+          }
+          held++;
+          stallStart ??= performance.now();
+          return false;
+        },
+        onBlockUploaded: (k, p, n) => {
+          g.onBlockUploaded?.(k, p, n);
+          if (pendingPay !== undefined) {
+            payToNext.push(performance.now() - pendingPay);
+            pendingPay = undefined;
+          }
+          const b = (sentBytes.get(p) ?? 0) + n;
+          sentBytes.set(p, b);
+          if (b >= PIECE || p === Math.ceil(size / PIECE) - 1) lastBlockAt.set(p, performance.now());
+        },
+      };
+      leech!.on('paid', (_id: string, piece: number) => {
+        const t = lastBlockAt.get(piece);
+        if (t !== undefined) toPay.push(performance.now() - t);
+        lastBlockAt.delete(piece);
+        sentBytes.delete(piece);
+        pendingPay = performance.now();
+      });
     }
     const st = await seedSession.add({ ...sopts, torrent, path: seedDir, skipHashCheck: true });
     seeder?.attach(st);
@@ -84,7 +125,11 @@ async function transfer(dir: string, torrent: Buffer, seedDir: string, speed: { 
       clearInterval(prog);
     }
     const seconds = (performance.now() - start) / 1000;
-    if (speed) log(`  gate held a request ${held} times`);
+    if (speed) {
+      const med = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[a.length >> 1] : NaN);
+      log(`  gate: held a request ${held} times, ${stalls} stalls totalling ${stallMs.toFixed(0)} ms (${((stallMs / 1000 / ((performance.now() - start) / 1000)) * 100).toFixed(1)}% of the transfer)`);
+      log(`  per piece (median): last block sent → payment sent ${med(toPay).toFixed(2)} ms; payment sent → next block served ${med(payToNext).toFixed(2)} ms (n=${toPay.length})`);
+    }
     if (timer) clearInterval(timer);
     let paid = 0n, earned = 0n;
     if (seeder && leech) {
@@ -120,15 +165,35 @@ async function partA(): Promise<{ on: number; off: number; paidOk: boolean }> {
     });
     try {
       const supply = (await ledger.ledgerInfo()).supply;
-      log(`(a) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid}: Speed off…`);
-      const off = args.only === 'on' ? { seconds: NaN } : await transfer(dir, torrent, seedDir, undefined);
-      rmSync(join(dir, 'leech-off'), { recursive: true, force: true });
-      log(`(a) off: ${off.seconds.toFixed(2)} s = ${(size / 1e6 / off.seconds).toFixed(1)} MB/s; Speed on…`);
-      const on = args.only === 'off' ? { seconds: NaN, paid: BigInt(size), earned: BigInt(size) } : await transfer(dir, torrent, seedDir, { ledger });
-      const expected = BigInt(size); // reserve price 1 base unit per byte, sole bidder
+      log(`(a) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid}, ${rounds} rounds of Speed off/on (ABBA)`);
+      const offs: number[] = [], ons: number[] = [];
+      let paidOk = true, paidRuns = 0;
+      const runOne = async (mode: 'on' | 'off', r: number) => {
+        if (args.only && args.only !== mode) return;
+        if (mode === 'off') {
+          const off = await transfer(dir, torrent, seedDir, undefined);
+          rmSync(join(dir, 'leech-off'), { recursive: true, force: true });
+          offs.push(size / 1e6 / off.seconds);
+          log(`(a) round ${r} off: ${off.seconds.toFixed(2)} s = ${(size / 1e6 / off.seconds).toFixed(1)} MB/s`);
+        } else {
+          const on = await transfer(dir, torrent, seedDir, { ledger });
+          rmSync(join(dir, 'leech-on'), { recursive: true, force: true });
+          ons.push(size / 1e6 / on.seconds);
+          paidRuns++;
+          paidOk &&= on.paid === BigInt(size) && on.earned === BigInt(size); // reserve price 1 base unit per byte, sole bidder
+          log(`(a) round ${r} on: ${on.seconds.toFixed(2)} s = ${(size / 1e6 / on.seconds).toFixed(1)} MB/s; paid ${on.paid}, earned ${on.earned}`);
+        }
+      };
+      for (let r = 0; r < rounds; r++) {
+        const order: ('on' | 'off')[] = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+        for (const m of order) await runOne(m, r);
+      }
+      const expected = BigInt(size) * BigInt(paidRuns);
       const sellerBal = (await ledger.account(keyPairFromSeed(Buffer.alloc(32, 0x52)).publicKey)).balance;
-      const paidOk = on.paid === expected && on.earned === expected && sellerBal === expected && (await ledger.ledgerInfo()).supply === supply;
-      log(`(a) on: ${on.seconds.toFixed(2)} s = ${(size / 1e6 / on.seconds).toFixed(1)} MB/s; paid ${on.paid}, earned ${on.earned}, seller balance ${sellerBal} (expected ${expected})`);
+      paidOk &&= sellerBal === expected && (await ledger.ledgerInfo()).supply === supply;
+      const median = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[a.length >> 1] : NaN);
+      const on = { seconds: size / 1e6 / median(ons) }, off = { seconds: size / 1e6 / median(offs) };
+      log(`(a) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s; seller balance ${sellerBal} (expected ${expected}), supply unchanged: ${paidOk}`);
       return { on: size / 1e6 / on.seconds, off: size / 1e6 / off.seconds, paidOk };
     } finally {
       await ledger.close();
@@ -152,8 +217,10 @@ async function partB(): Promise<{ bidders: number; others: number; allCompleted:
   } finally {
     console.log = orig;
   }
-  const r = JSON.parse(out[out.length - 1]) as { ok: boolean; rows: { peer: string; kind: string; seconds: number | null; paid: string; earned: string }[]; medianBidderS: number; medianOthersS: number };
-  for (const row of r.rows) log(`(b) ${row.peer.padEnd(8)} ${row.kind.padEnd(7)} ${row.seconds === null ? '-' : `${row.seconds.toFixed(1)} s`} paid ${row.paid} earned ${row.earned}`);
+  const r = JSON.parse(out[out.length - 1]) as { ok: boolean; rows: { peer: string; kind: string; seconds: number | null; paid: string; earned: string; fromSeeder: number }[]; medianBidderS: number; medianOthersS: number };
+  for (const row of r.rows) log(`(b) ${row.peer.padEnd(8)} ${row.kind.padEnd(7)} ${row.seconds === null ? '-' : `${row.seconds.toFixed(1)} s`} from seeder ${(row.fromSeeder / MiB).toFixed(1)} MiB, paid ${row.paid} earned ${row.earned}`);
+  const share = (k: string) => r.rows.filter((x) => x.kind === k).reduce((s, x) => s + x.fromSeeder, 0) / MiB;
+  log(`(b) seeder upload: ${share('bidder').toFixed(1)} MiB to bidders, ${share('free').toFixed(1)} MiB to non-bidders`);
   const allCompleted = r.rows.every((x) => x.kind === 'seeder' || x.seconds !== null);
   return { bidders: r.medianBidderS, others: r.medianOthersS, allCompleted, ok: r.ok };
 }

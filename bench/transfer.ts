@@ -1,5 +1,5 @@
 /**
- * Transfer benchmark: `npm run bench -- transfer [--quick] [--runs N] [--size MiB] [--only bitorrent|libtorrent]`
+ * Transfer benchmark: `npm run bench -- transfer [--quick] [--runs N] [--size MiB] [--only bitorrent|libtorrent] [--rc4]`
  *
  * 1 GiB (256 MiB with --quick) single-file torrent over loopback TCP, one seeder process → one
  * leecher process: bitorrent → bitorrent (the CLI) and libtorrent → libtorrent (python3-libtorrent),
@@ -27,6 +27,8 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     'piece-log2': { type: 'string' },
     runs: { type: 'string' },
+    /** Both clients use MSE with RC4 only (libtorrent pe_forced + rc4, bitorrent --encryption required). */
+    rc4: { type: 'boolean' },
   },
 });
 const MiB = 1024 * 1024;
@@ -82,11 +84,12 @@ async function equaliseCache(source: string): Promise<string> {
 }
 
 async function runLibtorrent(torrent: string, seedDir: string, dlDir: string): Promise<RunResult> {
-  const seeder = await startLibtorrent({ mode: 'seed', torrent, savePath: seedDir, host: '127.0.0.1', statusIntervalMs: 1000 });
+  const encryption = args.rc4 ? ('forced' as const) : false;
+  const seeder = await startLibtorrent({ mode: 'seed', torrent, savePath: seedDir, host: '127.0.0.1', statusIntervalMs: 1000, encryption });
   await seeder.waitSeeding(600_000);
   const seedRss = new RssSampler(seeder.process.pid);
   const leecher = await startLibtorrent({
-    mode: 'download', torrent, savePath: dlDir, host: '127.0.0.1', statusIntervalMs: 1000,
+    mode: 'download', torrent, savePath: dlDir, host: '127.0.0.1', statusIntervalMs: 1000, encryption,
     peers: [{ host: '127.0.0.1', port: seeder.port }],
   });
   const leechRss = new RssSampler(leecher.process.pid);
@@ -98,7 +101,7 @@ async function runLibtorrent(torrent: string, seedDir: string, dlDir: string): P
 }
 
 async function runBitorrent(torrent: string, seedDir: string, dlDir: string, stateDir: string): Promise<RunResult> {
-  const common = ['--peer-port', '0', '--host', '127.0.0.1', '--no-dht', '--no-pex', '--json'];
+  const common = ['--peer-port', '0', '--host', '127.0.0.1', '--no-dht', '--no-pex', '--json', ...(args.rc4 ? ['--encryption', 'required'] : [])];
   const seeder = startBitorrent(['seed', torrent, '--data', seedDir, '--no-resume', ...common]);
   const ready = await seeder.waitLine((l) => l.event === 'seeding', 600_000, 'the bitorrent seeder to be ready');
   const seedRss = new RssSampler(seeder.process.pid);
@@ -185,6 +188,7 @@ async function main(): Promise<void> {
   const summary: Record<string, unknown> = {
     bench: 'transfer',
     bytes: size,
+    encryption: args.rc4 ? 'rc4' : 'none',
     bitorrent_MBps: round(bt?.MBps),
     libtorrent_MBps: round(lt?.MBps),
     ratio: bt && lt ? round(bt.MBps / lt.MBps, 3) : null,

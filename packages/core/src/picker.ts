@@ -431,17 +431,36 @@ export class PiecePicker {
       : peer.hasAll
         ? (_i: number) => true
         : (i: number) => peer.has(i);
-    // Piece limit: the pieces this peer already has requests in, and room for more.
+    // Piece limit: the pieces this peer has requests in or has sent blocks of (not yet verified), and room for more.
     const lim = peer.maxPieces !== undefined && Number.isInteger(peer.maxPieces) && peer.maxPieces > 0 ? peer.maxPieces : undefined;
     let held: Set<number> | undefined;
+    let mine: number[] | undefined;
     if (lim !== undefined) {
       held = new Set();
       for (const k of this.peerReqs.get(peer.id) ?? []) held.add(Math.floor(k / this.blocksPerPiece));
+      for (const [i, part] of this.partials) {
+        if (part.contributors.has(peer.id) && part.received < part.blocks && this.wanted(i)) {
+          held.add(i);
+          (mine ??= []).push(i);
+        }
+      }
     }
     const allowed = held ? (i: number) => allowedBase(i) && (held!.has(i) || held!.size < lim!) : allowedBase;
     const took = (i: number, before: number) => {
       if (held && out.length > before) held.add(i);
     };
+
+    // 0. A limited peer (a provider that serves few pieces at a time, e.g. until they are paid for) first finishes the
+    //    pieces it already sent blocks of: their free blocks, and a copy of the blocks other peers still owe.
+    if (mine) {
+      for (const i of mine) {
+        const part = this.partials.get(i)!;
+        if (!allowedBase(i)) continue;
+        this.takeFree(i, part, peer.id, out, max);
+        this.copyBlocks(i, part, peer.id, out, max, () => true);
+        if (out.length >= max) return out;
+      }
+    }
 
     const classed = peer.rate !== undefined && Number.isFinite(peer.rate) && peer.rate >= 0;
     if (classed) this.rates.set(peer.id, peer.rate!);
@@ -585,10 +604,15 @@ export class PiecePicker {
 
   /** Request blocks of `part` that are outstanding only at peers in a slower class than `rate` (one more copy). */
   private copySlowBlocks(i: number, part: Partial, peerId: string, rate: number, out: BlockRequest[], max: number): void {
+    this.copyBlocks(i, part, peerId, out, max, (o) => this.isSlower(o, rate));
+  }
+
+  /** One more copy (at most ENDGAME_COPIES + 1 in all) of blocks of `part` requested only from peers `fromOk` accepts. */
+  private copyBlocks(i: number, part: Partial, peerId: string, out: BlockRequest[], max: number, fromOk: (owner: string) => boolean): void {
     for (let b = 0; b < part.blocks && out.length < max; b++) {
       if (part.state[b] !== REQUESTED) continue;
       const owners = part.owners[b]!;
-      if (owners.length > ENDGAME_COPIES || owners.includes(peerId) || !owners.every((o) => this.isSlower(o, rate))) continue;
+      if (owners.length > ENDGAME_COPIES || owners.includes(peerId) || !owners.every(fromOk)) continue;
       owners.push(peerId);
       this.recordReq(peerId, i, b);
       out.push({ index: i, begin: b * this.blockSize, length: this.blockLength(i, b) });

@@ -1098,13 +1098,11 @@ export class Torrent extends EventEmitter {
         if (peer.wire.needsDrain) return; // 'drain' resumes us
         if (this.opts.uploadGate && !this.gateNextUpload(peer)) return; // all held; resumeUploads() or tick() retries
         const req = peer.uploadQueue[0];
-        const delay = Math.max(this.deps.globalUpload.delayFor(req.length), this.upBucket.delayFor(req.length));
-        if (delay > 0) {
-          await new Promise<void>((r) => this.deps.clock.setTimeout(r, delay));
-          continue;
-        }
-        this.deps.globalUpload.tryTake(req.length);
-        this.upBucket.tryTake(req.length);
+        // Wait for bandwidth in arrival order (the buckets queue waiters): with a sleep-and-retry loop the peer
+        // that just sent re-armed first and won every race, starving the others (Speed's paid slots included).
+        if (!this.upBucket.tryTake(req.length)) await this.upBucket.take(req.length);
+        if (!this.deps.globalUpload.tryTake(req.length)) await this.deps.globalUpload.take(req.length);
+        if (peer.uploadQueue[0] !== req) continue; // cancelled, rejected or reordered while waiting
         peer.uploadQueue.shift();
         let piece = this.readReady.get(req.index);
         if (piece) {

@@ -381,3 +381,22 @@ test('maxPieces: requests stay within the peer\'s piece limit (whole pieces firs
   q.setSequential(true);
   assert.deepEqual([...new Set(q.pickBlocks(peerOf('s', 'all', { maxPieces: 1 }), 100).map((r) => r.index))], [0]);
 });
+
+test('maxPieces: a limited peer first finishes the pieces it sent blocks of, copying blocks others still owe', () => {
+  const BS = 16384;
+  const p = new PiecePicker({ pieceCount: 6, pieceLength: 4 * BS, totalLength: 6 * 4 * BS, rng: seeded(10), firstRandomPieces: 0 });
+  p.peerHasAll();
+  // An unlimited peer starts piece X with 3 blocks; the provider gets the 4th and sends it.
+  const slow = p.pickBlocks(peerOf('slow', 'all'), 3);
+  const x = slow[0].index;
+  const prov = peerOf('prov', 'all', { maxPieces: 1 });
+  const first = p.pickBlocks(prov, 1);
+  assert.deepEqual(first.map((r) => r.index), [x]);
+  p.blockReceived(first[0], 'prov');
+  // X is unfinished and the provider contributed to it: X counts against its limit (no new piece), and it asks for
+  // copies of the three blocks the other peer still owes, so X can complete from the provider alone.
+  const next = p.pickBlocks(prov, 10);
+  assert.equal(next.length, 3);
+  assert.ok(next.every((r) => r.index === x));
+  for (const r of next) assert.ok(slow.some((s) => s.index === r.index && s.begin === r.begin));
+});

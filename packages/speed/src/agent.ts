@@ -73,7 +73,16 @@ interface AgentPeer {
   opening?: Promise<void>;
   pendingPayments: PaymentMessage[];
   price: bigint; // clearing price we charge it
+  /** The provider's unpaid-piece limit K from its last bid_response (as our provider). */
+  providerK?: number;
+  /** A channel open failed (ledger unreachable): tick() tries again from this time. */
+  retryOpenAt?: number;
+  /** The provider could not check our channel on the ledger: tick() announces it again from this time. */
+  reannounceAt?: number;
 }
+
+/** Retry interval for ledger-dependent steps that failed (channel open, channel check by the provider). */
+const LEDGER_RETRY_MS = 2_000;
 
 /** Blocks held back per requester while it is at its unpaid-piece limit (interceptUploads). */
 const MAX_HELD_BLOCKS = 256;
@@ -123,11 +132,24 @@ export class SpeedAgent extends EventEmitter {
     return { extensions: [this.extension()], choker: this.choker(legacy), uploadGate: this.uploadGate() };
   }
 
+  /**
+   * Requester side (core asks through the UploadGate object): from a provider that charges us, request whole
+   * pieces, at most K + 1 at a time (K = its unpaid-piece limit). It serves nothing beyond K unpaid pieces, so
+   * requests for more pieces would only sit in its queue while slower peers are asked for the blocks our current
+   * piece still needs — delaying the piece, our payment, and so everything else it would send us.
+   */
+  maxRequestPieces(peerKey: string): number | undefined {
+    const p = this.peers.get(peerKey);
+    if (!p?.req || p.req.currentPrice === 0n) return undefined;
+    return (p.providerK ?? 1) + 1;
+  }
+
   /** The torrent's UploadGate: holds a Speed requester's requests while it is at its unpaid-piece limit (K). */
   uploadGate(): UploadGate {
     return {
       mayUpload: (peerKey, piece) => this.mayUpload(peerKey, piece),
       onBlockUploaded: (peerKey, piece, bytes) => this.onBlockUploaded(peerKey, piece, bytes),
+      maxRequestPieces: (peerKey) => this.maxRequestPieces(peerKey),
     };
   }
 
@@ -340,6 +362,7 @@ export class SpeedAgent extends EventEmitter {
         info = await this.o.ledger.channel(channelId);
       } catch (e) {
         p.ext.send({ type: 'error', code: SpeedErrorCode.LEDGER_UNAVAILABLE, text: 'ledger unreachable' });
+        this.provider.onLedgerWait(key, this.o.now());
         this.emit('warning', `ledger unreachable while checking a channel: ${(e as Error).message}`);
         return;
       }
@@ -393,12 +416,15 @@ export class SpeedAgent extends EventEmitter {
         const expiresAt = this.o.now() + (this.o.channelTtlMs ?? 2 * 3_600_000);
         const r = await this.o.ledger.openChannel({ requesterKeys: this.o.keys, provider: p.pk!, deposit, expiresAt });
         this.balance -= deposit;
+        p.retryOpenAt = undefined;
         this.emit('channel-opened', p.id, r.channelId, deposit);
         const { announce, payments } = req.onChannelOpened({ id: r.channelId, deposit, expiresAt });
         p.ext.send(announce);
         for (const m of payments) this.sendPayment(p, m);
       } catch (e) {
-        this.emit('warning', `opening a channel to ${p.id} failed: ${(e as Error).message}`);
+        p.retryOpenAt = this.o.now() + LEDGER_RETRY_MS;
+        p.ext.send({ type: 'error', code: SpeedErrorCode.LEDGER_UNAVAILABLE, text: 'waiting for the ledger to open a channel' });
+        this.emit('warning', `opening a channel to ${p.id} failed (will retry): ${(e as Error).message}`);
       } finally {
         p.opening = undefined;
       }
@@ -458,6 +484,7 @@ export class SpeedAgent extends EventEmitter {
         break;
       case 'bid_response': {
         const r = p.req!.onBidResponse(m.price, p.ext.bidPrice(m.seq));
+        p.providerK = m.maxUnpaid;
         if (!r.ok) {
           p.ext.send({ type: 'error', code: r.code, text: r.reason });
           break;
@@ -472,6 +499,9 @@ export class SpeedAgent extends EventEmitter {
         break;
       }
       case 'error':
+        // The provider could not reach the ledger to check our channel: announce it again later.
+        if (m.code === SpeedErrorCode.LEDGER_UNAVAILABLE && p.req?.channelId) p.reannounceAt = this.o.now() + LEDGER_RETRY_MS;
+        if (m.code === SpeedErrorCode.LEDGER_UNAVAILABLE && p.providerKey) this.provider.onLedgerWait(p.providerKey, this.o.now());
         this.emit('warning', `${p.id} says: ${m.text ?? `error ${m.code}`}`);
         break;
     }
@@ -492,6 +522,18 @@ export class SpeedAgent extends EventEmitter {
     if (u) {
       for (const p of this.peers.values()) p.ext.sendBid(u.price);
       this.emit('bid', u.price, u.reason);
+    }
+    // Ledger-dependent steps that failed: nothing else retries them once the provider stops serving us at its
+    // unpaid-piece limit, so the transfer would stall for good after a ledger outage.
+    for (const p of this.peers.values()) {
+      const r = p.req;
+      const needChannel = r && (r.pendingAmount > 0n || (r.currentPrice > 0n && r.channelRemaining < r.currentPrice * BigInt(this.o.pieceLength)));
+      if (p.retryOpenAt !== undefined && now >= p.retryOpenAt && !p.opening && needChannel) void this.openChannel(p);
+      if (p.reannounceAt !== undefined && now >= p.reannounceAt) {
+        p.reannounceAt = undefined;
+        const id = p.req?.channelId;
+        if (id) p.ext.send({ type: 'channel', channel: id });
+      }
     }
     await Promise.all(this.provider.tick(now).map((a) => this.apply(a)));
     for (const f of this.flushers.values()) f();
@@ -520,6 +562,17 @@ export class SpeedAgent extends EventEmitter {
       this.o.persist?.(this.provider.exportChannels());
       this.emit('channel-closed', a.channelId, a.state.cumulative);
     } catch (e) {
+      // Refused because the channel is no longer open (our earlier close landed but we crashed before recording it,
+      // or its reply was lost) or has expired: retrying can never succeed, so settle our books from the ledger.
+      const code = (e as { code?: unknown }).code;
+      const info = code === 'channel_not_open' || code === 'channel_expired' ? await this.o.ledger.channel(a.channelId).catch(() => undefined) : undefined;
+      if (info && (info.status !== 'open' || code === 'channel_expired')) {
+        this.provider.onChannelClosed(a.channelId);
+        this.o.persist?.(this.provider.exportChannels());
+        if (info.status === 'closed' && info.settled >= a.state.cumulative) this.emit('channel-closed', a.channelId, info.settled);
+        else this.emit('warning', `channel ${id.slice(0, 16)}… is ${code === 'channel_expired' ? 'expired' : info.status} on the ledger: settled ${info.settled} of the ${a.state.cumulative} we held`);
+        return;
+      }
       this.provider.onCloseFailed(a.channelId);
       this.emit('warning', `closing channel ${id.slice(0, 16)}… failed (will retry): ${(e as Error).message}`);
     } finally {

@@ -9,12 +9,21 @@
  *   speed?.attach(t);
  *   …
  *   await speed?.close();   // closes every channel we were paid on (before session.close())
+ *
+ * Crash safety (provider side): every accepted payment state is written durably (persist.ts: temp + fsync +
+ * rename) to <state-dir>/speed/<ledger>-<wallet>/channels-<pid>.json BEFORE its ack goes out. On start, the files of
+ * runs that are no longer alive are restored into the first torrent's agent, which closes them on the ledger with
+ * their last state (requester idle, or near expiry) unless the requester reconnects and carries on; close() closes
+ * what is left, and whatever fails to close (ledger down) stays in the file for the next start.
  */
 import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
 import type { AddTorrentOptions, Metainfo, Torrent } from '@bitorrent/core';
 import { LedgerClient, formatBtt, parseBtt, type KeyPair } from '@bitorrent/ledger';
 import { defaultKeystorePath, readKeystore, decryptKeystore } from '@bitorrent/ledger';
 import { SpeedAgent, type SpeedLedgerApi } from './agent.js';
+import type { PersistedChannel, ProviderPaymentsOptions } from './payments.js';
+import { ChannelStateStore, defaultSpeedStateBase, mergePersisted, recallLedgerId, rememberLedgerId, speedStateDir } from './persist.js';
 
 /** node:util parseArgs option spec; spread into the command's own options. */
 export const speedCliOptions = {
@@ -44,6 +53,8 @@ export interface SpeedFlags {
   'reserve-price'?: string;
   ledger?: string;
   wallet?: string;
+  /** The CLI's --state-dir (shared with resume data): provider channel states go to <state-dir>/speed/. */
+  'state-dir'?: string;
 }
 
 export interface SpeedSetup {
@@ -54,7 +65,14 @@ export interface SpeedSetup {
   /** The line the CLI prints before transferring. */
   disclosure: string;
   readonly agents: SpeedAgent[];
-  /** Stop ticking and close every channel we were paid on with its last state. */
+  /** Where provider channel states are saved (before each ack; restored and closed on the next start). */
+  readonly stateFile: string;
+  /** Channels restored from a previous run that crashed or could not close them. */
+  readonly restored: readonly PersistedChannel[];
+  /**
+   * Stop ticking and close every channel we were paid on with its last state. Channels whose close failed (ledger
+   * unreachable) stay in the state file; the next start closes them.
+   */
   close(): Promise<void>;
 }
 
@@ -66,6 +84,12 @@ export interface SpeedContext {
   ledger?: SpeedLedgerApi & { ledgerInfo(): Promise<{ ledgerId: Buffer }> };
   now?: () => number;
   tickMs?: number;
+  /** State dir (default: flags['state-dir'], else $XDG_STATE_HOME/bitorrent or ~/.local/state/bitorrent). */
+  stateDir?: string;
+  /** Provider payment settings (tests: short idle close). */
+  provider?: Omit<ProviderPaymentsOptions, 'ledgerId' | 'publicKey'>;
+  /** Retry interval for a balance fetch that failed (default 10 s). */
+  balanceRetryMs?: number;
 }
 
 function parseRate(s: string | undefined): number {
@@ -113,24 +137,88 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
     if (!url) throw new Error('--speed needs a ledger: pass --ledger URL or set BITORRENT_LEDGER_URL');
     ledger = new LedgerClient(url, { timeoutMs: 5_000 });
   }
-  let ledgerId: Buffer, balance: bigint;
+  const stateBase = ctx.stateDir ?? flags['state-dir'] ?? defaultSpeedStateBase(env, env.HOME || homedir());
+  // Ledger ids by URL are recorded in the state dir (an injected ledger only with an explicit ctx.stateDir).
+  const cacheIds = !ctx.ledger || ctx.stateDir !== undefined;
+  let ledgerId: Buffer | undefined, balance: bigint | undefined;
   try {
     ledgerId = (await ledger.ledgerInfo()).ledgerId;
     balance = (await ledger.account(keys.publicKey)).balance;
   } catch (e) {
-    ctx.log(`Speed off: ledger ${url} unreachable (${(e as Error).message}); running as a plain BitTorrent peer.`);
-    return undefined;
+    // Unreachable now: with the ledger id seen at this URL before, start anyway (handshakes need only the id);
+    // the balance fetch is retried on the tick and bidding starts once it answers, restored closes are retried.
+    const known = ledgerId ?? (cacheIds ? recallLedgerId(stateBase, url) : undefined);
+    if (!known) {
+      ctx.log(`Speed off: ledger ${url} unreachable (${(e as Error).message}); running as a plain BitTorrent peer.`);
+      return undefined;
+    }
+    ledgerId = known;
+    ctx.log(`speed: ledger ${url} unreachable (${(e as Error).message}); using its id from an earlier run; bidding starts once it answers`);
+  }
+  try {
+    if (cacheIds) rememberLedgerId(stateBase, url, ledgerId);
+  } catch (e) {
+    ctx.log(`speed: could not record the ledger id in ${stateBase} (${(e as Error).message})`);
   }
   const now = ctx.now ?? Date.now;
+  // Provider channel states from earlier runs (crashed, or closes that failed): ours now; closed by the first
+  // torrent's agent (idle/expiry on its tick, or at close()) unless the requester comes back and resumes.
+  const store = new ChannelStateStore(speedStateDir(stateBase, ledgerId, keys.publicKey));
+  let rec: { channels: PersistedChannel[]; files: string[]; errors: string[] } = { channels: [], files: [], errors: [] };
+  try {
+    rec = store.recover();
+  } catch (e) {
+    ctx.log(`speed: cannot read channel states in ${store.dir} (${(e as Error).message})`);
+  }
+  for (const e of rec.errors) ctx.log(`speed: unreadable channel state file left in place: ${e}`);
+  let pendingRestore: PersistedChannel[] = rec.channels;
+  try {
+    store.save(pendingRestore);
+    store.adopt(rec.files); // only once their channels are safe in our own file
+  } catch (e) {
+    ctx.log(`speed: cannot write channel states to ${store.file} (${(e as Error).message}); earlier runs' files left in place`);
+  }
+  if (pendingRestore.length > 0) {
+    const sum = pendingRestore.reduce((s, c) => s + c.cumulative, 0n);
+    ctx.log(`speed: ${pendingRestore.length} unclosed channel(s) from an earlier run restored (${formatBtt(sum)} BTT owed to us); closing them on the ledger`);
+  }
+  const held = new Map<SpeedAgent, PersistedChannel[]>();
+  const saveAll = () => {
+    try {
+      store.save(mergePersisted(pendingRestore, ...held.values()));
+    } catch (e) {
+      ctx.log(`speed: could not save channel states to ${store.file} (${(e as Error).message}): a crash now would lose unclosed earnings`);
+    }
+  };
   const rate = spendingRatePpm / 1_000_000;
-  const cap = maxSpend !== undefined ? `${formatBtt(maxSpend < balance ? maxSpend : balance)} BTT` : `${formatBtt(balance)} BTT (whole balance; cap with --max-spend)`;
+  const bal = balance === undefined ? 'unknown (ledger unreachable)' : `${formatBtt(balance)} BTT`;
+  const cap =
+    balance === undefined
+      ? maxSpend !== undefined ? `${formatBtt(maxSpend)} BTT` : 'the whole balance (cap with --max-spend)'
+      : maxSpend !== undefined ? `${formatBtt(maxSpend < balance ? maxSpend : balance)} BTT` : `${formatBtt(balance)} BTT (whole balance; cap with --max-spend)`;
   const disclosure =
     spendingRatePpm === 0
-      ? `Speed on (not bidding, spending rate 0): earning as a provider at reserve price ${reservePrice}/byte; balance ${formatBtt(balance)} BTT; wallet ${keys.publicKey.toString('hex').slice(0, 16)}…`
-      : `Speed on: spending up to ${cap} on each torrent at rate ${rate}; balance ${formatBtt(balance)} BTT; wallet ${keys.publicKey.toString('hex').slice(0, 16)}…; --no-speed turns it off`;
+      ? `Speed on (not bidding, spending rate 0): earning as a provider at reserve price ${reservePrice}/byte; balance ${bal}; wallet ${keys.publicKey.toString('hex').slice(0, 16)}…`
+      : `Speed on: spending up to ${cap} on each torrent at rate ${rate}; balance ${bal}; wallet ${keys.publicKey.toString('hex').slice(0, 16)}…; --no-speed turns it off`;
   const agents = new Map<string, SpeedAgent>();
   const agentList: SpeedAgent[] = [];
+  // Agents whose balance is unknown (ledger unreachable): bidding waits for it, so keep asking.
+  const balanceRetry = new Map<SpeedAgent, number>();
+  const retryMs = ctx.balanceRetryMs ?? 10_000;
+  const refresh = (a: SpeedAgent) =>
+    a.refreshBalance().then(
+      () => void balanceRetry.delete(a),
+      (e: Error) => {
+        if (!balanceRetry.has(a)) ctx.log(`speed: balance unavailable (${e.message}); bidding waits for the ledger (retrying)`);
+        balanceRetry.set(a, now() + retryMs);
+      },
+    );
   const tick = setInterval(() => {
+    const t = now();
+    for (const [a, at] of balanceRetry) if (t >= at) {
+      balanceRetry.set(a, t + retryMs); // one fetch at a time
+      void refresh(a);
+    }
     for (const a of agentList) void a.tick().catch((e: Error) => ctx.log(`speed: ${e.message}`));
   }, ctx.tickMs ?? 1000);
   tick.unref();
@@ -138,6 +226,8 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
   return {
     disclosure,
     agents: agentList,
+    stateFile: store.file,
+    restored: rec.channels,
     perTorrentOptions(torrent, remainingBytes) {
       const meta = typeof torrent === 'object' && !Buffer.isBuffer(torrent) ? (torrent as Metainfo) : undefined;
       const infoHash = meta ? Buffer.from(meta.infoHash).toString('hex') : Buffer.isBuffer(torrent) ? torrent.toString('hex') : String(torrent).toLowerCase();
@@ -151,10 +241,23 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
         remainingBytes,
         bidding: { enabled: spendingRatePpm > 0, spendingRatePpm, maxSpend },
         reservePrice,
+        provider: ctx.provider,
+        // Written durably before the ack goes out (SpeedAgent calls this first).
+        persist: (list) => {
+          held.set(agent, list);
+          saveAll();
+        },
       });
       agent.on('warning', (m: string) => ctx.log(`speed: ${m}`));
       agent.on('ban-peer', (id: string, why: string) => ctx.log(`speed: banned ${id}: ${why}`));
-      void agent.refreshBalance().catch((e: Error) => ctx.log(`speed: balance unavailable (${e.message}); bidding waits for the ledger`));
+      agent.on('channel-closed', (id: Buffer, amount: bigint) => ctx.log(`speed: channel ${id.toString('hex').slice(0, 16)}… closed, ${formatBtt(amount)} BTT paid to us`));
+      if (pendingRestore.length > 0) {
+        agent.provider.importChannels(pendingRestore, now());
+        held.set(agent, agent.provider.exportChannels());
+        pendingRestore = [];
+        saveAll();
+      }
+      void refresh(agent);
       agents.set(infoHash, agent);
       agentList.push(agent);
       return agent.torrentOptions();
@@ -165,6 +268,11 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
     async close() {
       clearInterval(tick);
       await Promise.all(agentList.map((a) => a.shutdown().catch((e: Error) => ctx.log(`speed: closing channels failed: ${e.message}`))));
+      // What could not be closed stays on disk for the next start (empty: the file is removed).
+      for (const a of agentList) held.set(a, a.provider.exportChannels());
+      saveAll();
+      const left = mergePersisted(pendingRestore, ...held.values());
+      if (left.length > 0) ctx.log(`speed: ${left.length} channel(s) could not be closed now; kept in ${store.file}, closed on the next start`);
     },
   };
 }

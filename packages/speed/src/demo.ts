@@ -149,7 +149,25 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       return { name, kind: kind === 'seeder' ? 'free' : kind, keys, session, agent, startBalance, dir: pdir, holder };
     };
     const seeder = await mk('seeder', 'seeder');
-    seeder.torrent = await seeder.session.add({ ...seeder.agent!.torrentOptions(), torrent, path: dataDir, skipHashCheck: true, uploadSlots: slots });
+    // Where the seeder's scarce upload goes: bytes sent per remote peer id (hex), for the report.
+    const fromSeeder = new Map<string, number>();
+    const idOfKey = new Map<string, string>();
+    const seedOpts = seeder.agent!.torrentOptions();
+    const gate = seedOpts.uploadGate!;
+    seedOpts.uploadGate = {
+      ...gate,
+      onBlockUploaded: (k, piece, n) => {
+        gate.onBlockUploaded?.(k, piece, n);
+        let id = idOfKey.get(k);
+        if (id === undefined) {
+          id = seeder.torrent?.peerList().find((x) => x.key === k)?.wire.remotePeerId?.toString('hex');
+          if (id === undefined) return;
+          idOfKey.set(k, id);
+        }
+        fromSeeder.set(id, (fromSeeder.get(id) ?? 0) + n);
+      },
+    };
+    seeder.torrent = await seeder.session.add({ ...seedOpts, torrent, path: dataDir, skipHashCheck: true, uploadSlots: slots });
     seeder.agent!.attach(seeder.torrent);
     for (let i = 0; i < nB; i++) peers.push(await mk(`bidder${i + 1}`, 'bidder'));
     for (let i = 0; i < nF; i++) peers.push(await mk(`free${i + 1}`, 'free'));
@@ -218,7 +236,8 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       const earned = p.agent?.provider.totalEarned() ?? 0n;
       if (net !== earned - paid) consistent = false;
       const s = p.torrent!.stats();
-      rows.push({ peer: p.name, kind: p === seeder ? 'seeder' : p.kind, downloaded: s.downloaded, uploaded: s.uploaded, seconds: p === seeder ? null : p.doneAt ? (p.doneAt - started) / 1000 : null, paid, earned });
+      const fromSeed = p === seeder ? 0 : (fromSeeder.get(p.session.peerId.toString('hex')) ?? 0);
+      rows.push({ peer: p.name, kind: p === seeder ? 'seeder' : p.kind, downloaded: s.downloaded, uploaded: s.uploaded, fromSeeder: fromSeed, seconds: p === seeder ? null : p.doneAt ? (p.doneAt - started) / 1000 : null, paid, earned });
     }
     const info = await ledger.ledgerInfo();
     const leechers = rows.filter((r) => r.kind !== 'seeder');
@@ -235,9 +254,9 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       console.log(JSON.stringify({ ok, rows: rows.map((r) => ({ ...r, paid: r.paid.toString(), earned: r.earned.toString() })), medianBidderS: mb, medianOthersS: mf }));
     } else {
       log('');
-      log(`${'peer'.padEnd(10)} ${'kind'.padEnd(7)} ${'down'.padStart(9)} ${'up'.padStart(9)} ${'time'.padStart(7)} ${'paid (BTT)'.padStart(24)} ${'earned (BTT)'.padStart(24)}`);
+      log(`${'peer'.padEnd(10)} ${'kind'.padEnd(7)} ${'down'.padStart(9)} ${'up'.padStart(9)} ${'from seed'.padStart(9)} ${'time'.padStart(7)} ${'paid (BTT)'.padStart(24)} ${'earned (BTT)'.padStart(24)}`);
       for (const r of rows) {
-        log(`${r.peer.padEnd(10)} ${r.kind.padEnd(7)} ${fmtBytes(r.downloaded).padStart(9)} ${fmtBytes(r.uploaded).padStart(9)} ${(r.seconds === null ? '' : `${r.seconds.toFixed(1)}s`).padStart(7)} ${formatBtt(r.paid).padStart(24)} ${formatBtt(r.earned).padStart(24)}`);
+        log(`${r.peer.padEnd(10)} ${r.kind.padEnd(7)} ${fmtBytes(r.downloaded).padStart(9)} ${fmtBytes(r.uploaded).padStart(9)} ${fmtBytes(r.fromSeeder).padStart(9)} ${(r.seconds === null ? '' : `${r.seconds.toFixed(1)}s`).padStart(7)} ${formatBtt(r.paid).padStart(24)} ${formatBtt(r.earned).padStart(24)}`);
       }
       log('');
       log(`median completion: bidders ${mb.toFixed(1)}s, others ${mf.toFixed(1)}s`);

@@ -9,3 +9,4 @@ export * from './payments.js';
 export * from './extension.js';
 export * from './agent.js';
 export * from './cli-options.js';
+export * from './persist.js';

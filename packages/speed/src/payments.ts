@@ -87,6 +87,8 @@ interface RequesterAccount {
   disconnectedAt?: number;
   earned: bigint;
   paidPieces: number;
+  /** It told us it cannot reach the ledger (or our lookup for it failed): overdue payments are no strikes until then. */
+  ledgerWaitUntil?: number;
 }
 
 export type ServeDecision =
@@ -111,6 +113,8 @@ export class ProviderPayments {
   private readonly accounts = new Map<string, RequesterAccount>();
   private readonly channels = new Map<string, ProviderChannel>();
   private readonly bans = new Map<string, number>();
+  /** We could not reach the ledger ourselves: nobody's overdue payment is a strike until then. */
+  private ledgerDownUntil = -Infinity;
 
   constructor(opts: ProviderPaymentsOptions) {
     this.o = {
@@ -353,6 +357,30 @@ export class ProviderPayments {
     return ch && !ch.closing ? this.ackOf(ch) : undefined;
   }
 
+  // ---- ledger outages ----
+
+  /**
+   * The requester told us it is waiting on the ledger (error `ledger_unavailable`: it cannot open or top up the
+   * channel its next payment needs), or our own ledger lookup of its channel failed. For the next payment timeout
+   * (renewed by each notice) its overdue payments still choke it (no paid data beyond K unpaid pieces) but are not
+   * strikes, so an outage longer than the timeout does not get an honest requester banned.
+   */
+  onLedgerWait(key: string, now: number): void {
+    const a = this.accounts.get(key);
+    if (a) a.ledgerWaitUntil = now + this.o.paymentTimeoutMs;
+  }
+
+  /** A ledger call of ours failed (lookup, close): for the next payment timeout no overdue payment is a strike. */
+  onLedgerUnavailable(now: number): void {
+    this.ledgerDownUntil = now + this.o.paymentTimeoutMs;
+  }
+
+  /** Is this requester's lateness excused by a ledger outage right now? */
+  waitingOnLedger(key: string, now: number): boolean {
+    const a = this.accounts.get(key);
+    return now < this.ledgerDownUntil || (a?.ledgerWaitUntil !== undefined && now < a.ledgerWaitUntil);
+  }
+
   // ---- time ----
 
   private strike(a: RequesterAccount, now: number, reason: string): ProviderAction[] {
@@ -370,6 +398,8 @@ export class ProviderPayments {
     const out: ProviderAction[] = [];
     for (const a of this.accounts.values()) {
       const overdue = a.unpaid.filter((u) => (u.dueAt !== undefined ? u.dueAt <= now : now - u.startedAt >= this.o.staleMs));
+      // Waiting on the ledger (it said so, or we cannot reach it ourselves): choked, never struck.
+      const excused = this.waitingOnLedger(a.key, now);
       if (overdue.length > 0 && !a.suspended && !this.isBanned(a.key, now)) {
         a.suspended = true;
         // Give it another full timeout before the next strike.
@@ -377,11 +407,11 @@ export class ProviderPayments {
           u.dueAt = now + this.o.paymentTimeoutMs;
           u.overdue = true;
         }
-        out.push({ type: 'choke', requester: a.key, reason: `payment overdue for piece ${overdue[0].piece}` });
-        out.push(...this.strike(a, now, 'payment overdue'));
+        out.push({ type: 'choke', requester: a.key, reason: excused ? `payment for piece ${overdue[0].piece} waits for the ledger` : `payment overdue for piece ${overdue[0].piece}` });
+        if (!excused) out.push(...this.strike(a, now, 'payment overdue'));
       } else if (overdue.length > 0 && a.suspended && !this.isBanned(a.key, now)) {
         for (const u of overdue) u.dueAt = now + this.o.paymentTimeoutMs;
-        out.push(...this.strike(a, now, 'payment still overdue'));
+        if (!excused) out.push(...this.strike(a, now, 'payment still overdue'));
       }
     }
     for (const [id, ch] of this.channels) {
@@ -532,6 +562,12 @@ export class RequesterPayments {
   /** Verified pieces whose payment is waiting for a channel. */
   private queue: { piece: number; amount: bigint }[] = [];
   private channel?: { id: Buffer; deposit: bigint; expiresAt: number; seq: bigint; cumulative: bigint; lastSig?: Buffer; lastPiece: number };
+  /**
+   * Sequence numbers of payments sent on the current channel and not yet acknowledged, oldest first. The provider
+   * acks every accepted payment in order (TCP), so an ack for an older state while later ones are still in flight
+   * is normal and must not trigger a re-send (each re-send would be acked with an older state again: a storm).
+   */
+  private inFlight: bigint[] = [];
   private badPieces = 0;
   /** Total signed over to this provider, across channels. */
   paid = 0n;
@@ -621,6 +657,8 @@ export class RequesterPayments {
     ch.cumulative = cumulative;
     ch.lastSig = sig;
     ch.lastPiece = piece;
+    this.inFlight.push(seq);
+    if (this.inFlight.length > 4096) this.inFlight.shift(); // bounded: a provider that never acks only loses dedup
     this.paid += amount;
     return { type: 'payment', channel: ch.id, seq, amount: cumulative, piece, sig };
   }
@@ -646,6 +684,7 @@ export class RequesterPayments {
   onChannelOpened(info: { id: Buffer; deposit: bigint; expiresAt: number }): { announce: ChannelMessage; payments: PaymentMessage[] } {
     if (info.deposit <= 0n) throw new RangeError('channel deposit must be > 0');
     this.channel = { id: Buffer.from(info.id), deposit: info.deposit, expiresAt: info.expiresAt, seq: 0n, cumulative: 0n, lastPiece: 0 };
+    this.inFlight = [];
     return { announce: { type: 'channel', channel: this.channel.id }, payments: this.flush() };
   }
 
@@ -667,7 +706,16 @@ export class RequesterPayments {
   onAck(ack: AckMessage): { resend?: PaymentMessage; adopted?: boolean; error?: string } {
     const ch = this.channel;
     if (!ch || !ch.id.equals(buf(ack.channel))) return { error: 'ack for a channel that is not our current one' };
+    // Acks are cumulative and in order: one for a state we sent drops it and every older one from the in-flight list.
+    const at = this.inFlight.indexOf(ack.seq);
+    if (at >= 0) {
+      this.inFlight.splice(0, at + 1);
+      if (ack.amount <= ch.cumulative) return {};
+    }
     if (ack.amount < ch.cumulative && ch.lastSig) {
+      // The provider holds less than we signed and nothing we sent later is still on its way (resync after a
+      // reconnect or a lost payment): re-send our latest state (cumulative, so nothing is paid twice).
+      this.inFlight = [ch.seq];
       return { resend: { type: 'payment', channel: ch.id, seq: ch.seq, amount: ch.cumulative, piece: ch.lastPiece, sig: ch.lastSig } };
     }
     if (ack.amount > ch.cumulative || ack.seq > ch.seq) {

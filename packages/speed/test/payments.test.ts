@@ -353,3 +353,83 @@ test('property: for any interleaving, requester paid = provider earned = Σ pric
     { numRuns: 200 },
   );
 });
+
+test('property: exposure bound — provider unpaid pieces ≤ K at every step, requester never pays before verifying; pipelined acks cause no re-sends', () => {
+  const op = fc.oneof(
+    { weight: 6, arbitrary: fc.record({ t: fc.constant('block' as const), piece: fc.integer({ min: 0, max: 5 }) }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant('deliver' as const), n: fc.integer({ min: 1, max: 3 }) }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant('ack' as const), n: fc.integer({ min: 1, max: 3 }) }) },
+  );
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 4 }), fc.array(op, { maxLength: 120 }), (K, ops) => {
+      const { p, r, key } = setup({ K });
+      const PRICE = 3n;
+      assert.ok(r.onBidResponse(PRICE, PRICE).ok);
+      p.setPrice(key, PRICE);
+      openChannel(p, r, key, channel(10n ** 12n, 10 * HOUR), 0);
+      const got = new Map<number, number>(); // blocks of each piece received by the requester
+      const verified = new Set<number>();
+      const toProvider: PaymentMessage[] = []; // payments in flight (TCP: in order)
+      const toRequester: ReturnType<ProviderPayments['onPayment']>[] = []; // acks in flight
+      let paidValue = 0n; // value of verified pieces (what the requester may have paid at most)
+      let resends = 0;
+      for (const o of ops) {
+        if (o.t === 'block') {
+          if (verified.has(o.piece) || (got.get(o.piece) ?? 0) >= 4) continue;
+          if (!p.canServe(key, o.piece, 0).ok) continue;
+          p.onBlockSent(key, o.piece, BLOCK, 0);
+          r.onBlock(o.piece, BLOCK);
+          const n = (got.get(o.piece) ?? 0) + 1;
+          got.set(o.piece, n);
+          if (n === 4) {
+            // Verified: the requester pays for it (and only now).
+            verified.add(o.piece);
+            paidValue += PRICE * BigInt(PIECE);
+            const res = r.onPieceVerified(o.piece);
+            assert.equal(res.type, 'payment');
+            toProvider.push((res as { message: PaymentMessage }).message);
+          }
+        } else if (o.t === 'deliver') {
+          for (const m of toProvider.splice(0, o.n)) {
+            const res = p.onPayment(key, m, 0);
+            assert.ok(res.ok);
+            toRequester.push(res);
+          }
+        } else {
+          for (const a of toRequester.splice(0, o.n)) {
+            const back = r.onAck((a as { ack: Parameters<RequesterPayments['onAck']>[0] }).ack);
+            assert.equal(back.error, undefined);
+            if (back.resend) resends++;
+          }
+        }
+        const acc = p.account(key)!;
+        assert.ok(acc.unpaidPieces <= K, `unpaid ${acc.unpaidPieces} > K ${K}`);
+        assert.ok(r.paid <= paidValue, 'requester paid ahead of verification');
+      }
+      assert.equal(resends, 0, 'acks for older states while later payments are in flight must not trigger re-sends');
+      // Everything lands: paid = earned = value of verified pieces, to the base unit.
+      for (const m of toProvider.splice(0)) assert.ok(p.onPayment(key, m, 0).ok);
+      assert.equal(r.paid, paidValue);
+      assert.equal(p.account(key)!.earned, paidValue);
+    }),
+    { numRuns: 200 },
+  );
+});
+
+test('pipelined payments: an ack for an older state while a later payment is in flight triggers no re-send (no ack storm)', () => {
+  const { p, r, key } = setup({ K: 2 });
+  assert.ok(r.onBidResponse(1n, 1n).ok);
+  p.setPrice(key, 1n);
+  openChannel(p, r, key, channel(10n ** 9n, 10 * HOUR), 0);
+  assert.ok(servePiece(p, r, key, 0, 0));
+  const m1 = (r.onPieceVerified(0) as { message: PaymentMessage }).message;
+  assert.ok(servePiece(p, r, key, 1, 0));
+  const m2 = (r.onPieceVerified(1) as { message: PaymentMessage }).message;
+  const a1 = p.onPayment(key, m1, 0);
+  const a2 = p.onPayment(key, m2, 0);
+  assert.ok(a1.ok && a2.ok);
+  assert.deepEqual(r.onAck(a1.ack), {}, 'm2 is still on its way: nothing to re-send');
+  assert.deepEqual(r.onAck(a2.ack), {});
+  // A duplicate of an old ack after everything was acknowledged means the provider holds less: re-send.
+  assert.equal(r.onAck(a1.ack).resend?.amount, m2.amount);
+});

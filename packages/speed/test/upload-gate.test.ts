@@ -1,0 +1,64 @@
+/**
+ * Core's UploadGate as Speed uses it, on real loopback Sessions: a request for a held piece at the head of a peer's
+ * upload queue must not hold the requests behind it that the gate allows (head-of-line blocking); the held piece is
+ * served once the gate opens and resumeUploads() is called.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Session, createTorrent } from '@bitorrent/core';
+
+const PIECE = 16 * 1024; // one block per piece: one request per piece
+const PIECES = 8;
+
+test('upload gate: requests for allowed pieces behind a held one are served; the held one after resumeUploads()', { timeout: 30_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'speed-gate-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const seedDir = join(dir, 'seed');
+  mkdirSync(seedDir);
+  writeFileSync(join(seedDir, 'a.bin'), randomBytes(PIECE * PIECES));
+  const { torrent } = await createTorrent({ path: join(seedDir, 'a.bin'), pieceLength: PIECE });
+
+  let open = false;
+  const asked = new Set<number>();
+  const sent: number[] = [];
+  const seedSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  const leechSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  t.after(() => Promise.all([seedSession.close(), leechSession.close()]));
+  await seedSession.listen();
+  await leechSession.listen();
+  const seeder = await seedSession.add({
+    torrent,
+    path: seedDir,
+    skipHashCheck: true,
+    uploadGate: {
+      mayUpload: (_peer, piece) => {
+        asked.add(piece);
+        return open || piece !== 0;
+      },
+      onBlockUploaded: (_peer, piece) => void sent.push(piece),
+    },
+  });
+  // Sequential: the leecher asks for piece 0 first, so its request heads the seeder's upload queue.
+  const leech = await leechSession.add({ torrent, path: join(dir, 'leech'), sequential: true, peers: [{ host: '127.0.0.1', port: seedSession.port }] });
+  const verified = new Set<number>();
+  const allButFirst = new Promise<void>((resolve) => {
+    leech.on('verified', (i: number) => {
+      verified.add(i);
+      if (verified.size === PIECES - 1 && !verified.has(0)) resolve();
+    });
+  });
+  await allButFirst;
+  assert.equal(open, false);
+  assert.ok(asked.has(0), 'the gate was asked about the held piece');
+  assert.ok(!sent.includes(0), 'the held piece was not sent');
+  assert.deepEqual([...verified].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7]);
+  open = true;
+  seeder.resumeUploads();
+  await leech.done;
+  assert.equal(leech.stats().progress, 1);
+  assert.equal(sent.filter((i) => i === 0).length, 1);
+});
