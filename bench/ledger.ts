@@ -5,6 +5,7 @@
  * and sodium-native, fdatasync/s, single-row SQLite commits/s).
  *
  *   npm run bench -- ledger [--quick] [--no-pg] [--no-http] [--no-inproc] [--no-batch] [--seconds S] [--verify-threads N] [--crash N]
+ *                           [--startup-entries N]   (start-up time, snapshot vs full replay, of an N-entry journal; 0 = skip)
  * Operations are signed before the timed window (client signing is not what is measured); every op counted was
  * acknowledged by the ledger after its batch was fsynced. Last line: one JSON object.
  */
@@ -16,7 +17,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
-import { Ledger } from '../packages/ledger/src/ledger.js';
+import { Ledger, makeGenesis } from '../packages/ledger/src/ledger.js';
+import { LedgerState } from '../packages/ledger/src/state.js';
+import { SqliteStorage } from '../packages/ledger/src/storage-sqlite.js';
 import { LedgerClient } from '../packages/ledger/src/client.js';
 import { keyPairFromSeed, verifyNodeCrypto, sign, type KeyPair } from '../packages/ledger/src/keys.js';
 import { signOp, newOpId, channelIdFor } from '../packages/ledger/src/ops.js';
@@ -34,6 +37,7 @@ const { values: argv } = parseArgs({
     crash: { type: 'string' },
     'verify-threads': { type: 'string' },
     'no-batch': { type: 'boolean' },
+    'startup-entries': { type: 'string' },
   },
 });
 const quick = !!argv.quick;
@@ -216,6 +220,52 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
   return res;
 }
 
+/**
+ * Start-up cost: build an N-entry SQLite journal (1,000 accounts, 95% transfers, 5% channel opens, batches of 64 with
+ * signed checkpoints, as the ledger writes them), then time Ledger.open from the snapshot and with a full replay.
+ */
+async function startupBench(n: number): Promise<Record<string, number>> {
+  const db = join(tmp, 'startup.db');
+  const keys = Array.from({ length: 1000 }, (_, i) => keyPairFromSeed(sha256(Buffer.from(`startup-${i}`))));
+  const t = Date.now();
+  const st = new LedgerState(makeGenesis(ledgerKeys.publicKey, { allocations: keys.map((k) => ({ account: k.publicKey, amount: 10n ** 15n })), opIdWindowMs: 24 * 3600_000 }, t));
+  const s = new SqliteStorage(db, { threaded: false });
+  await s.init();
+  const g = st.applyGenesis();
+  g.checkpoint = st.checkpoint(ledgerKeys.secretKey);
+  await s.append([g]);
+  let rows = [];
+  for (let i = 1; i < n; i++) {
+    const me = keys[i % 1000]!;
+    const to = keys[(i * 7 + 1) % 1000]!;
+    const op = signOp(st.ledgerId, me, i % 20 === 0 ? { kind: 'open', provider: to.publicKey, deposit: 100n, expiresAt: t + 3600_000 } : { kind: 'transfer', to: to.publicKey, amount: 1n }, newOpId(t));
+    const r = st.applyOp(op, t, true);
+    if (!r.ok) throw r.error;
+    rows.push(r.row!);
+    if (rows.length === 64 || i === n - 1) {
+      rows[rows.length - 1]!.checkpoint = st.checkpoint(ledgerKeys.secretKey);
+      await s.append(rows);
+      rows = [];
+    }
+  }
+  await s.close();
+  const time = async (snapshotEvery: number) => {
+    const c0 = process.cpuUsage();
+    const l = await Ledger.open({ db, ledgerKeys, expiryIntervalMs: 0, verifyThreads: 0, snapshotEvery });
+    const cu = process.cpuUsage(c0);
+    const r = { ms: l.startup.ms, cpu_ms: Math.round((cu.user + cu.system) / 1000), replayed: l.startup.replayed, snap: l.startup.snapshotSeq !== undefined };
+    await l.close(); // saves the snapshot the next open uses (when enabled)
+    return r;
+  };
+  const full = await time(0);
+  await time(100_000); // no snapshot yet: full replay, then one is saved at close
+  const snap = await time(100_000);
+  if (!snap.snap) throw new Error('start-up did not use the snapshot');
+  const out = { entries: n, full_replay_ms: full.ms, full_replay_cpu_ms: full.cpu_ms, snapshot_ms: snap.ms, snapshot_cpu_ms: snap.cpu_ms };
+  log(`start-up, ${n} journal entries: full replay ${full.ms} ms (${full.cpu_ms} ms CPU), from snapshot ${snap.ms} ms (${snap.cpu_ms} ms CPU)`);
+  return out;
+}
+
 async function main(): Promise<void> {
   log(`ledger bench (${quick ? 'quick' : 'full'}, ${seconds}s per scenario, verify threads ${verifyThreads})`);
   const ceil = ceilings();
@@ -251,6 +301,8 @@ async function main(): Promise<void> {
       for (const w of ['transfer', 'channel'] as Workload[])
         for (const c of [1, 16, 64]) results.push(await runScenario(b.name, await b.db(), tr, w, c));
 
+  const startupN = Number(argv['startup-entries'] ?? (quick ? 20_000 : 100_000));
+  const startup = startupN > 0 ? await startupBench(startupN) : undefined;
   let crash: unknown;
   if (argv.crash) {
     const { runCrashTest } = await import('../packages/ledger/test/crash-harness.js');
@@ -270,6 +322,7 @@ async function main(): Promise<void> {
       ceilings: ceil,
       results,
       goal: goal ? { target_ops_per_s: 10000, target_p99_ms: 20, sqlite_http_transfer_64: { ops_per_s: goal.ops_per_s, p99_ms: goal.p99_ms }, met: goal.ops_per_s >= 10000 && goal.p99_ms <= 20 } : null,
+      ...(startup ? { startup } : {}),
       ...(crash ? { crash } : {}),
     }),
   );

@@ -38,6 +38,8 @@ options:
   --gather-ms N            adaptive group commit: wait up to N ms for ops still being verified (default 4)
   --commit-window-ms N     extra wait to gather a commit batch (default 0)
   --rate N                 operations per second per signing key (default 1000)
+  --snapshot-every N       save a state snapshot every N journal entries and on shutdown, so start-up replays only
+                           the journal tail (default 100000; 0 = none, start-up replays the whole journal)
   -h, --help               this help
 `;
 
@@ -120,6 +122,7 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
       'gather-ms': { type: 'string' },
       'op-id-window-hours': { type: 'string' },
       'commit-window-ms': { type: 'string' },
+      'snapshot-every': { type: 'string' },
       rate: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -160,7 +163,13 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
     gatherMs: intOpt(v['gather-ms'], 'gather-ms', 4, 0, 1000),
     commitWindowMs: intOpt(v['commit-window-ms'], 'commit-window-ms', 0, 0, 1000),
     expiryIntervalMs: cmd === 'serve' ? 1000 : 0,
+    snapshotEvery: intOpt(v['snapshot-every'], 'snapshot-every', 100_000, 0, 1_000_000_000),
+    log: (m) => console.error(m),
   });
+  if (cmd === 'serve') {
+    const s = ledger.startup;
+    console.error(`ledger: started in ${s.ms} ms (${s.snapshotSeq !== undefined ? `snapshot at seq ${s.snapshotSeq} + ` : 'full replay, '}${s.replayed} journal entries replayed)`);
+  }
   const info = await ledger.ledgerInfo();
   if (cmd !== 'serve') {
     console.log(

@@ -12,8 +12,8 @@
  * the commit waits for them up to `gatherMs` so they share the fsync.
  * A storage failure poisons the ledger (state in memory is ahead of disk); restart it to recover from the journal.
  */
-import { sha256, BTT } from './codec.js';
-import type { KeyPair } from './keys.js';
+import { sha256, BTT, tag } from './codec.js';
+import { sign, verify, type KeyPair } from './keys.js';
 import { parseSignedOp, opIdTime, type SignedOp, MAX_OP_BYTES } from './ops.js';
 import { type ChannelInfo } from './payment.js';
 import { LedgerState, LedgerError, decodeEntry, ledgerIdOf, DEFAULT_SUPPLY, type Genesis, type JournalRow, type ApplyResult } from './state.js';
@@ -59,6 +59,80 @@ export interface LedgerOptions {
   maxBatch?: number;
   /** Period of the automatic expiry sweep (default 1000 ms; 0 disables the timer — call tick()). */
   expiryIntervalMs?: number;
+  /**
+   * State snapshots: one is saved after a commit once this many journal entries were added since the last one, and
+   * on close(); start-up loads it and replays only the journal tail (default 100,000; 0 = no snapshots, start-up
+   * replays the whole journal). Needs a storage with snapshot support (SQLite file, PostgreSQL).
+   */
+  snapshotEvery?: number;
+  /** Diagnostics for start-up (e.g. why a snapshot was rejected). */
+  log?: (msg: string) => void;
+}
+
+/** How open() rebuilt the state. */
+export interface StartupInfo {
+  /** Journal seq of the snapshot the state was loaded from (absent: full replay from genesis). */
+  snapshotSeq?: number;
+  /** Journal entries replayed at start-up. */
+  replayed: number;
+  /** Why a saved snapshot was not used (it was ignored and the whole journal replayed). */
+  snapshotRejected?: string;
+  ms: number;
+}
+
+export const SNAPSHOT_SIG_TAG = tag('bitorrent/ledger-snapshot-sig/v1');
+
+/** Snapshot file contents: state bytes (LedgerState.toSnapshot) ‖ the ledger key's signature over tag ‖ SHA-256(state). */
+export function sealSnapshot(state: Buffer, secretKey: Buffer): Buffer {
+  return Buffer.concat([state, sign(Buffer.concat([SNAPSHOT_SIG_TAG, sha256(state)]), secretKey)]);
+}
+
+/** The state bytes of a sealed snapshot, or an Error saying why it is not acceptable. */
+export function unsealSnapshot(sealed: Buffer, ledgerPublicKey: Buffer): Buffer | Error {
+  if (sealed.length < 64) return new Error('snapshot too short');
+  const state = sealed.subarray(0, sealed.length - 64);
+  if (!verify(Buffer.concat([SNAPSHOT_SIG_TAG, sha256(state)]), sealed.subarray(sealed.length - 64), ledgerPublicKey)) return new Error('bad snapshot signature');
+  return state;
+}
+
+class SnapshotMismatch extends Error {}
+
+/**
+ * Load a snapshot and replay the journal after it. The snapshot must be signed by the ledger key, and the journal
+ * must hold, at the snapshot's seq, an entry with the same hash whose signed checkpoint carries the same state digest
+ * as the loaded state; otherwise (tampered, truncated or foreign journal/snapshot) the snapshot is refused.
+ */
+async function resumeFromSnapshot(storage: LedgerStorage, sealed: Buffer, ledgerPublicKey: Buffer): Promise<{ state: LedgerState; at: number; replayed: number } | Error> {
+  const bytes = unsealSnapshot(sealed, ledgerPublicKey);
+  if (bytes instanceof Error) return bytes;
+  let st: LedgerState;
+  try {
+    st = LedgerState.fromSnapshot(bytes);
+  } catch (e) {
+    return new Error(`malformed snapshot: ${(e as Error).message}`);
+  }
+  if (!st.genesis.ledgerPublicKey.equals(ledgerPublicKey)) return new Error('snapshot of another ledger');
+  const at = st.height;
+  let anchored = false;
+  let replayed = 0;
+  try {
+    await storage.scan((row) => {
+      if (!anchored) {
+        if (row.seq !== at) throw new SnapshotMismatch(`journal has no entry at the snapshot's seq ${at}`);
+        if (!row.hash.equals(st.lastHash)) throw new SnapshotMismatch(`journal hash at seq ${at} differs from the snapshot's`);
+        if (!row.checkpoint || !row.checkpoint.digest.equals(st.digest)) throw new SnapshotMismatch(`snapshot state does not match the journal checkpoint at seq ${at}`);
+        if (Number(row.entry.readBigUInt64BE(8)) !== st.lastTime) throw new SnapshotMismatch(`snapshot time differs from the journal at seq ${at}`);
+        anchored = true;
+        return;
+      }
+      st.replay(row, false);
+      replayed++;
+    }, at);
+  } catch (e) {
+    return e instanceof SnapshotMismatch ? e : new Error(`journal tail after the snapshot does not replay: ${(e as Error).message}`);
+  }
+  if (!anchored) return new Error(`journal ends before the snapshot's seq ${at} (truncated journal?)`);
+  return { state: st, at, replayed };
 }
 
 export function makeGenesis(ledgerPublicKey: Buffer, p: GenesisParams = {}, now = Date.now()): Genesis {
@@ -131,7 +205,13 @@ export class Ledger extends LedgerApiBase {
   private timer: NodeJS.Timeout | null = null;
   private idle: (() => void)[] = [];
   /** Counters for monitoring/benchmarks. */
-  readonly stats = { batches: 0, ops: 0, rejected: 0, expired: 0 };
+  readonly stats = { batches: 0, ops: 0, rejected: 0, expired: 0, snapshots: 0 };
+  /** How open() rebuilt the state. */
+  startup: StartupInfo = { replayed: 0, ms: 0 };
+  private readonly snapshotEvery: number;
+  private snapshotHeight: number;
+  private snapshotWrite: Promise<void> | null = null;
+  private readonly log: (msg: string) => void;
 
   private constructor(state: LedgerState, storage: LedgerStorage, opts: LedgerOptions) {
     super();
@@ -145,6 +225,9 @@ export class Ledger extends LedgerApiBase {
     this.gatherMs = opts.gatherMs ?? 4;
     this.maxBatch = opts.maxBatch ?? 8192;
     this.durableHeight = state.height;
+    this.snapshotEvery = opts.snapshotEvery ?? 100_000;
+    this.snapshotHeight = state.height;
+    this.log = opts.log ?? (() => {});
     const every = opts.expiryIntervalMs ?? 1000;
     if (every > 0) {
       this.timer = setInterval(() => void this.tick().catch(() => {}), every);
@@ -156,16 +239,33 @@ export class Ledger extends LedgerApiBase {
   static async open(opts: LedgerOptions): Promise<Ledger> {
     const storage = opts.storage ?? (await openStorage(opts.db ?? 'ledger.db'));
     try {
+      const t0 = performance.now();
       await storage.init();
+      const startup: StartupInfo = { replayed: 0, ms: 0 };
       const holder: { state: LedgerState | null } = { state: null };
-      await storage.scan((row) => {
+      const useSnapshots = (opts.snapshotEvery ?? 100_000) > 0 && !!storage.loadSnapshot;
+      const sealed = useSnapshots ? await storage.loadSnapshot!() : null;
+      if (sealed) {
+        const r = await resumeFromSnapshot(storage, sealed, opts.ledgerKeys.publicKey);
+        if (r instanceof Error) {
+          startup.snapshotRejected = r.message;
+          opts.log?.(`ledger: snapshot not used (${r.message}); replaying the whole journal`);
+        } else {
+          holder.state = r.state;
+          startup.snapshotSeq = r.at;
+          startup.replayed = r.replayed;
+        }
+      }
+      if (!holder.state)
+        await storage.scan((row) => {
         if (!holder.state) {
           const e = decodeEntry(row.entry);
           if (e.type !== 'genesis') throw new Error('journal does not start with a genesis entry');
           holder.state = new LedgerState(e.genesis);
         }
-        holder.state.replay(row, false);
-      });
+          holder.state.replay(row, false);
+          startup.replayed++;
+        });
       let state = holder.state;
       if (!state) {
         const clock = opts.clock ?? Date.now;
@@ -179,6 +279,11 @@ export class Ledger extends LedgerApiBase {
       const st: LedgerState = state;
       if (!st.genesis.ledgerPublicKey.equals(opts.ledgerKeys.publicKey)) throw new Error('ledger key does not match the journal genesis');
       const ledger = new Ledger(st, storage, opts);
+      // Height of the saved snapshot (−1: none usable): the next periodic one is due snapshotEvery entries after it,
+      // and close() saves one unless it is current.
+      ledger.snapshotHeight = startup.snapshotSeq ?? -1;
+      startup.ms = Math.round(performance.now() - t0);
+      ledger.startup = startup;
       await ledger.tick();
       return ledger;
     } catch (e) {
@@ -430,6 +535,10 @@ export class Ledger extends LedgerApiBase {
         rows[rows.length - 1]!.checkpoint = st.checkpoint(this.keys.secretKey);
         await this.storage.append(rows);
         this.durableHeight = st.height;
+        // The state now equals the durable journal up to a checkpoint: a consistent point for a snapshot.
+        if (this.snapshotEvery > 0 && this.storage.saveSnapshot && st.height - this.snapshotHeight >= this.snapshotEvery && !this.snapshotWrite) {
+          this.saveSnapshot().catch(() => {}); // logged by saveSnapshot; only costs a longer replay at start-up
+        }
       }
     } catch (e) {
       this.failed = e instanceof Error ? e : new Error(String(e));
@@ -464,13 +573,57 @@ export class Ledger extends LedgerApiBase {
     else this.maybeIdle();
   }
 
-  /** Wait for queued work, stop timers and workers, close storage. */
+  /**
+   * Serialize the state (synchronously, so it is exactly the durable state at a checkpoint: call only while no commit
+   * is in progress) and write it in the background; resolves when written, rejects if the write failed.
+   */
+  private saveSnapshot(): Promise<void> {
+    const height = this.state.height;
+    const sealed = sealSnapshot(this.state.toSnapshot(), this.keys.secretKey);
+    this.snapshotHeight = height;
+    const w = this.storage.saveSnapshot!(sealed).then(() => void this.stats.snapshots++);
+    const mine: Promise<void> = w.then(
+      () => {
+        if (this.snapshotWrite === mine) this.snapshotWrite = null;
+      },
+      (e: unknown) => {
+        if (this.snapshotWrite === mine) this.snapshotWrite = null;
+        if (this.snapshotHeight === height) this.snapshotHeight = -1;
+        this.log(`ledger: snapshot at seq ${height} not saved: ${(e as Error).message}`);
+      },
+    );
+    this.snapshotWrite = mine;
+    return w;
+  }
+
+  /**
+   * Save a snapshot of the durable state now (after any commit in progress); resolves with its journal seq.
+   * Periodic snapshots (snapshotEvery) and the one at close() need no call; this is for operators and tests.
+   */
+  async snapshot(): Promise<number> {
+    if (!this.storage.saveSnapshot) throw new Error('this storage keeps no snapshots');
+    for (;;) {
+      if (this.failed || this.closed) throw this.unavailable();
+      if (this.snapshotWrite) await this.snapshotWrite;
+      else if (this.writing) await new Promise<void>((r) => this.onIdle(r));
+      else break;
+    }
+    const height = this.state.height;
+    await this.saveSnapshot();
+    return height;
+  }
+
+  /** Wait for queued work, stop timers and workers, save a snapshot (if enabled and the state moved), close storage. */
   async close(): Promise<void> {
     if (this.closed) return;
     if (this.timer) clearInterval(this.timer);
     await new Promise<void>((r) => this.onIdle(r));
     this.closed = true;
     await this.verifier.close();
+    if (this.snapshotWrite) await this.snapshotWrite;
+    if (this.snapshotEvery > 0 && this.storage.saveSnapshot && !this.failed && this.state.height !== this.snapshotHeight) {
+      await this.saveSnapshot().catch(() => {});
+    }
     await this.storage.close();
   }
 }

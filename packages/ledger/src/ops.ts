@@ -78,26 +78,31 @@ function time(r: Reader): number {
   return Number(v);
 }
 
+/**
+ * Decode a signed-op message. The returned buffers are VIEWS into `msg` (no copies): callers that keep the op must
+ * own `msg` (the ledger decodes its own copy of every wire it receives).
+ */
 export function decodeOp(msg: Buffer): Op {
   const r = new Reader(msg);
-  if (!r.bytes(OP_TAG.length).equals(OP_TAG)) throw new RangeError('bad domain tag');
+  if (msg.length < OP_TAG.length || msg.compare(OP_TAG, 0, OP_TAG.length, 0, OP_TAG.length) !== 0) throw new RangeError('bad domain tag');
+  r.pos = OP_TAG.length;
   const kind = r.u8();
-  const ledgerId = Buffer.from(r.bytes(32));
-  const opId = Buffer.from(r.bytes(16));
-  const signer = Buffer.from(r.bytes(32));
+  const ledgerId = r.bytes(32);
+  const opId = r.bytes(16);
+  const signer = r.bytes(32);
   let body: OpBody;
   switch (kind) {
     case OpKind.transfer:
-      body = { kind: 'transfer', to: Buffer.from(r.bytes(32)), amount: r.u128() };
+      body = { kind: 'transfer', to: r.bytes(32), amount: r.u128() };
       break;
     case OpKind.open:
-      body = { kind: 'open', provider: Buffer.from(r.bytes(32)), deposit: r.u128(), expiresAt: time(r) };
+      body = { kind: 'open', provider: r.bytes(32), deposit: r.u128(), expiresAt: time(r) };
       break;
     case OpKind.topup:
-      body = { kind: 'topup', channelId: Buffer.from(r.bytes(32)), amount: r.u128(), expiresAt: time(r) };
+      body = { kind: 'topup', channelId: r.bytes(32), amount: r.u128(), expiresAt: time(r) };
       break;
     case OpKind.close:
-      body = { kind: 'close', channelId: Buffer.from(r.bytes(32)), sequence: r.u64(), cumulative: r.u128(), requesterSig: Buffer.from(r.bytes(64)) };
+      body = { kind: 'close', channelId: r.bytes(32), sequence: r.u64(), cumulative: r.u128(), requesterSig: r.bytes(64) };
       break;
     case OpKind.faucet:
       body = { kind: 'faucet', nonce: r.u64() };
@@ -109,7 +114,7 @@ export function decodeOp(msg: Buffer): Op {
   return { ledgerId, opId, signer, body };
 }
 
-/** Split and decode `msg ‖ sig`; throws RangeError on malformed input. */
+/** Split and decode `msg ‖ sig` (fields are views into `wire`, see decodeOp); throws RangeError on malformed input. */
 export function parseSignedOp(wire: Buffer): SignedOp {
   if (wire.length < 64 + OP_TAG.length + 81 || wire.length > MAX_OP_BYTES) throw new RangeError('operation has a bad length');
   const msg = wire.subarray(0, wire.length - 64);

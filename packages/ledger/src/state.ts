@@ -8,7 +8,7 @@
  * stateDigest = Σ SHA-256(record) mod 2^256 over all account and channel records (updated incrementally).
  * Only successfully applied operations are journaled, so replay from genesis must reproduce every step.
  */
-import { Writer, Reader, tag, sha256, U128_MAX, BTT } from './codec.js';
+import { Writer, Reader, tag, sha256, sha256One, U128_MAX, U64_MAX, BTT } from './codec.js';
 import { sign, verify } from './keys.js';
 import { type ChannelInfo, verifyPaymentStateSignature } from './payment.js';
 import { type SignedOp, parseSignedOp, channelIdFor, powHash, leadingZeroBits, opAccounts, opIdTime } from './ops.js';
@@ -16,6 +16,7 @@ import { type SignedOp, parseSignedOp, channelIdFor, powHash, leadingZeroBits, o
 export const GENESIS_TAG = tag('bitorrent/ledger-genesis/v1');
 export const LEDGER_ID_TAG = tag('bitorrent/ledger-id/v1');
 export const CHECKPOINT_TAG = tag('bitorrent/ledger-checkpoint/v1');
+export const SNAPSHOT_TAG = tag('bitorrent/ledger-snapshot/v1');
 export const DEFAULT_SUPPLY = 990_000_000_000n * BTT;
 
 export class LedgerError extends Error {
@@ -104,6 +105,43 @@ export function encodeEntry(seq: number, time: number, type: number, payload: Bu
   return new Writer().u64(seq).u64(time).u8(type).bytes(payload).done();
 }
 
+function writeU64(b: Buffer, n: number, o: number): void {
+  b.writeUInt32BE(Math.floor(n / 0x100000000), o);
+  b.writeUInt32BE(n >>> 0, o + 4);
+}
+function writeU128(b: Buffer, n: bigint, o: number): void {
+  b.writeBigUInt64BE(n >> 64n, o);
+  b.writeBigUInt64BE(n & U64_MAX, o + 8);
+}
+
+/**
+ * Σ SHA-256(record) mod 2^256 as 8 big-endian u32 limbs (plain number arithmetic: no bigint or hex round trips).
+ */
+class Sum256 {
+  readonly w = new Uint32Array(8);
+  add(h: Buffer): void {
+    let c = 0;
+    for (let i = 7; i >= 0; i--) {
+      const s = this.w[i]! + h.readUInt32BE(i * 4) + c;
+      this.w[i] = s >>> 0;
+      c = s > 0xffffffff ? 1 : 0;
+    }
+  }
+  sub(h: Buffer): void {
+    let b = 0;
+    for (let i = 7; i >= 0; i--) {
+      const d = this.w[i]! - h.readUInt32BE(i * 4) - b;
+      this.w[i] = d >>> 0;
+      b = d < 0 ? 1 : 0;
+    }
+  }
+  toBuffer(): Buffer {
+    const out = Buffer.alloc(32);
+    for (let i = 0; i < 8; i++) out.writeUInt32BE(this.w[i]!, i * 4);
+    return out;
+  }
+}
+
 export function decodeEntry(b: Buffer): DecodedEntry {
   const r = new Reader(b);
   const seq = Number(r.u64());
@@ -148,8 +186,13 @@ export interface ApplyOk {
 }
 export type ApplyResult = ApplyOk | { ok: false; error: LedgerError };
 
-const MOD = 1n << 256n;
 const key = (b: Buffer): string => b.toString('latin1');
+/** A private copy outside Node's shared 8 KiB pool (for long-lived keys). */
+const own = (b: Buffer): Buffer => {
+  const c = Buffer.allocUnsafeSlow(b.length);
+  b.copy(c);
+  return c;
+};
 
 function reject(code: string, message: string, status = 422): { ok: false; error: LedgerError } {
   return { ok: false, error: new LedgerError(code, message, status) };
@@ -233,8 +276,18 @@ export class LedgerState {
   height = -1;
   lastHash: Buffer = Buffer.alloc(32);
   lastTime = 0;
-  digestN = 0n;
   openChannels = 0;
+  /**
+   * State digest, maintained lazily: records changed since the last read of `digest` are only marked dirty; reading
+   * the digest (once per checkpoint, i.e. per batch) rehashes each dirty record once and swaps its old hash (cached)
+   * for the new one in the sum. Same value as hashing eagerly on every change, for a fraction of the hashing.
+   */
+  private sum = new Sum256();
+  private accHash = new Map<string, Buffer>();
+  private chHash = new Map<string, Buffer>();
+  private dirtyAcc = new Map<string, Buffer>();
+  private dirtyCh = new Set<string>();
+  private recBuf = Buffer.alloc(138);
 
   /** Build the state from a genesis; returns the state and the genesis journal row (seq 0). */
   constructor(genesis: Genesis) {
@@ -259,29 +312,54 @@ export class LedgerState {
     return this.append(EntryType.genesis, encodeGenesis(this.genesis), time, []);
   }
 
+  /** Σ SHA-256(record) mod 2^256 over all account and channel records (32 bytes, big-endian). */
   get digest(): Buffer {
-    return Buffer.from(this.digestN.toString(16).padStart(64, '0'), 'hex');
+    this.flushDigest();
+    return this.sum.toBuffer();
   }
 
-  private recHash(buf: Buffer): bigint {
-    return BigInt('0x' + sha256(buf).toString('hex'));
+  /** The digest as a number (kept for callers of the former field). */
+  get digestN(): bigint {
+    return BigInt('0x' + this.digest.toString('hex'));
   }
-  private accountHash(pub: Buffer, a: AccountRecord): bigint {
-    return this.recHash(new Writer().u8(0x61).bytes(pub).u128(a.balance).u8(a.faucetClaimed ? 1 : 0).done());
+
+  private flushDigest(): void {
+    for (const [k, pub] of this.dirtyAcc) this.rehash(this.accHash, k, this.accountRecordBytes(pub, this.accounts.get(k)!));
+    this.dirtyAcc.clear();
+    for (const k of this.dirtyCh) this.rehash(this.chHash, k, this.channelRecordBytes(this.channels.get(k)!));
+    this.dirtyCh.clear();
   }
-  private channelHash(c: ChannelRecord): bigint {
-    return this.recHash(
-      new Writer()
-        .u8(0x63)
-        .bytes(c.id)
-        .bytes(c.requester)
-        .bytes(c.provider)
-        .u128(c.deposit)
-        .u64(c.expiresAt)
-        .u8(c.status === 'open' ? 0 : c.status === 'closed' ? 1 : 2)
-        .u128(c.settled)
-        .done(),
-    );
+
+  private rehash(cache: Map<string, Buffer>, k: string, rec: Buffer): void {
+    const h = sha256One(rec);
+    const old = cache.get(k);
+    if (old) this.sum.sub(old);
+    this.sum.add(h);
+    cache.set(k, h);
+  }
+
+  /** 0x61 ‖ pub[32] ‖ balance u128 ‖ faucetClaimed u8 (in a scratch buffer, valid until the next call). */
+  private accountRecordBytes(pub: Buffer, a: AccountRecord): Buffer {
+    const b = this.recBuf;
+    b[0] = 0x61;
+    pub.copy(b, 1);
+    writeU128(b, a.balance, 33);
+    b[49] = a.faucetClaimed ? 1 : 0;
+    return b.subarray(0, 50);
+  }
+
+  /** 0x63 ‖ id ‖ requester ‖ provider ‖ deposit u128 ‖ expiresAt u64 ‖ status u8 ‖ settled u128. */
+  private channelRecordBytes(c: ChannelRecord): Buffer {
+    const b = this.recBuf;
+    b[0] = 0x63;
+    c.id.copy(b, 1);
+    c.requester.copy(b, 33);
+    c.provider.copy(b, 65);
+    writeU128(b, c.deposit, 97);
+    writeU64(b, c.expiresAt, 113);
+    b[121] = c.status === 'open' ? 0 : c.status === 'closed' ? 1 : 2;
+    writeU128(b, c.settled, 122);
+    return b.subarray(0, 138);
   }
 
   account(pub: Buffer, create = false): AccountRecord | undefined {
@@ -290,23 +368,22 @@ export class LedgerState {
     if (!a && create) {
       a = { balance: 0n, faucetClaimed: false };
       this.accounts.set(k, a);
-      this.digestN = (this.digestN + this.accountHash(pub, a)) % MOD;
+      this.dirtyAcc.set(k, own(pub));
     }
     return a;
   }
 
   private setBalance(pub: Buffer, a: AccountRecord, balance: bigint, claimed = a.faucetClaimed): void {
     if (balance < 0n) throw new Error('invariant: negative balance');
-    this.digestN = (this.digestN - this.accountHash(pub, a) + MOD) % MOD;
     a.balance = balance;
     a.faucetClaimed = claimed;
-    this.digestN = (this.digestN + this.accountHash(pub, a)) % MOD;
+    const k = key(pub);
+    if (!this.dirtyAcc.has(k)) this.dirtyAcc.set(k, pub);
   }
 
-  private updateChannel(c: ChannelRecord, f: (c: ChannelRecord) => void, isNew = false): void {
-    if (!isNew) this.digestN = (this.digestN - this.channelHash(c) + MOD) % MOD;
+  private updateChannel(c: ChannelRecord, f: (c: ChannelRecord) => void, _isNew = false): void {
     f(c);
-    this.digestN = (this.digestN + this.channelHash(c)) % MOD;
+    this.dirtyCh.add(key(c.id));
   }
 
   channelInfo(id: Buffer): ChannelInfo | undefined {
@@ -317,8 +394,17 @@ export class LedgerState {
 
   private append(type: number, payload: Buffer, time: number, accounts: Buffer[]): JournalRow {
     const seq = this.height + 1;
-    const entry = encodeEntry(seq, time, type, payload);
-    const hash = sha256(this.lastHash, entry);
+    // prevHash ‖ entry in one buffer, hashed in one call; the entry is the tail (encodeEntry's layout).
+    const buf = Buffer.allocUnsafeSlow(32 + 17 + payload.length);
+    this.lastHash.copy(buf, 0);
+    writeU64(buf, seq, 32);
+    writeU64(buf, time, 40);
+    buf[48] = type;
+    payload.copy(buf, 49);
+    const entry = buf.subarray(32);
+    const linked = this.linked;
+    this.linked = null;
+    const hash = linked && linked.seq === seq && linked.entry.equals(entry) ? linked.hash : sha256One(buf);
     this.height = seq;
     this.lastHash = hash;
     this.lastTime = time;
@@ -330,7 +416,11 @@ export class LedgerState {
     if (row.seq !== this.height + 1) throw new Error(`journal gap: expected seq ${this.height + 1}, got ${row.seq}`);
     const h = sha256(this.lastHash, row.entry);
     if (!h.equals(row.hash)) throw new Error(`journal hash mismatch at seq ${row.seq}`);
+    this.linked = row;
   }
+
+  /** The row checkLink just accepted: append() reuses its hash when it re-encodes the same entry (one hash per row). */
+  private linked: JournalRow | null = null;
 
   /** Channels due for expiry at `time`, oldest first. */
   dueExpiries(time: number, limit = Infinity): Buffer[] {
@@ -419,8 +509,9 @@ export class LedgerState {
         this.openChannels++;
         const c: ChannelRecord = {
           id: channelId,
-          requester: signer,
-          provider: b.provider,
+          // Own copies: the op's fields are views into its wire, which must not be kept alive by a long-lived record.
+          requester: own(signer),
+          provider: own(b.provider),
           deposit: b.deposit,
           expiresAt: b.expiresAt,
           status: 'open',
@@ -541,6 +632,153 @@ export class LedgerState {
     let s = 0n;
     for (const a of this.accounts.values()) s += a.balance;
     return s;
+  }
+
+  /**
+   * Serialize the whole state (for start-up without a full replay). Layout, all integers big-endian:
+   *   SNAPSHOT_TAG ‖ genesisLen u32 ‖ genesis ‖ height u64 ‖ lastHash[32] ‖ lastTime u64
+   *   ‖ nAccounts u64 ‖ (pub[32] balance u128 claimed u8)*
+   *   ‖ nChannels u64 ‖ (id requester provider [32 each] deposit u128 expiresAt u64 status u8 openedAt u64 openSeq u64
+   *                     settled u128 flags u8 [closedSequence u64 if flags&1] [closeSeq u64 if flags&2])*
+   *   ‖ nOps u64 ‖ (signer[32] opId[16] seq u64 msgHash[32] hasChannel u8 [channelId[32]])*
+   * Everything else (escrow, open-channel count, indexes, expiry heap, op-id buckets, digest) is derived on load.
+   * The accounts and channels are covered by the state digest, which the loader checks against the journal's signed
+   * checkpoint at `height`; the caller signs the whole blob (see Ledger) to cover the op-id records.
+   */
+  toSnapshot(): Buffer {
+    const g = encodeGenesis(this.genesis);
+    let size = SNAPSHOT_TAG.length + 4 + g.length + 8 + 32 + 8 + 8 + this.accounts.size * 49 + 8 + this.channels.size * (96 + 16 + 8 + 1 + 8 + 8 + 16 + 1 + 16) + 8;
+    for (const r of this.ops.values()) size += 48 + 8 + 32 + 1 + (r.channelId ? 32 : 0);
+    const b = Buffer.alloc(size);
+    let o = SNAPSHOT_TAG.copy(b, 0);
+    o = b.writeUInt32BE(g.length, o);
+    o += g.copy(b, o);
+    writeU64(b, this.height, o);
+    o += 8;
+    o += this.lastHash.copy(b, o);
+    writeU64(b, this.lastTime, o);
+    o += 8;
+    writeU64(b, this.accounts.size, o);
+    o += 8;
+    for (const [k, a] of this.accounts) {
+      o += b.write(k, o, 'latin1');
+      writeU128(b, a.balance, o);
+      b[o + 16] = a.faucetClaimed ? 1 : 0;
+      o += 17;
+    }
+    writeU64(b, this.channels.size, o);
+    o += 8;
+    for (const c of this.channels.values()) {
+      o += c.id.copy(b, o);
+      o += c.requester.copy(b, o);
+      o += c.provider.copy(b, o);
+      writeU128(b, c.deposit, o);
+      writeU64(b, c.expiresAt, o + 16);
+      b[o + 24] = c.status === 'open' ? 0 : c.status === 'closed' ? 1 : 2;
+      writeU64(b, c.openedAt, o + 25);
+      writeU64(b, c.openSeq, o + 33);
+      writeU128(b, c.settled, o + 41);
+      b[o + 57] = (c.closedSequence !== undefined ? 1 : 0) | (c.closeSeq !== undefined ? 2 : 0);
+      o += 58;
+      if (c.closedSequence !== undefined) o = b.writeBigUInt64BE(c.closedSequence, o);
+      if (c.closeSeq !== undefined) {
+        writeU64(b, c.closeSeq, o);
+        o += 8;
+      }
+    }
+    writeU64(b, this.ops.size, o);
+    o += 8;
+    for (const [k, r] of this.ops) {
+      o += b.write(k, o, 'latin1');
+      writeU64(b, r.seq, o);
+      o += 8;
+      o += r.msgHash.copy(b, o);
+      b[o++] = r.channelId ? 1 : 0;
+      if (r.channelId) o += r.channelId.copy(b, o);
+    }
+    return b.subarray(0, o);
+  }
+
+  /**
+   * Rebuild a state from toSnapshot()'s bytes. Throws on malformed input or broken invariants (escrow, supply); the
+   * caller must still check the result against the journal (hash and checkpoint digest at `height`).
+   */
+  static fromSnapshot(buf: Buffer): LedgerState {
+    const r = new Reader(buf);
+    if (!r.bytes(SNAPSHOT_TAG.length).equals(SNAPSHOT_TAG)) throw new RangeError('not a ledger snapshot');
+    const glen = r.buf.readUInt32BE((r.pos += 4) - 4);
+    const st = new LedgerState(decodeGenesis(Buffer.from(r.bytes(glen))));
+    const num = (what: string): number => {
+      const v = r.u64();
+      if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`snapshot: ${what} out of range`);
+      return Number(v);
+    };
+    st.height = num('height');
+    st.lastHash = Buffer.from(r.bytes(32));
+    st.lastTime = num('lastTime');
+    const nAcc = num('account count');
+    for (let i = 0; i < nAcc; i++) {
+      const pub = own(r.bytes(32));
+      const balance = r.u128();
+      const claimed = r.u8();
+      if (claimed > 1) throw new RangeError('snapshot: bad account flag');
+      const k = key(pub);
+      if (st.accounts.has(k)) throw new RangeError('snapshot: duplicate account');
+      st.accounts.set(k, { balance, faucetClaimed: claimed === 1 });
+      st.dirtyAcc.set(k, pub);
+    }
+    const nCh = num('channel count');
+    const statuses = ['open', 'closed', 'expired'] as const;
+    for (let i = 0; i < nCh; i++) {
+      const id = own(r.bytes(32));
+      const requester = own(r.bytes(32));
+      const provider = own(r.bytes(32));
+      const deposit = r.u128();
+      const expiresAt = num('expiresAt');
+      const status = statuses[r.u8()];
+      if (!status) throw new RangeError('snapshot: bad channel status');
+      const c: ChannelRecord = { id, requester, provider, deposit, expiresAt, status, openedAt: num('openedAt'), openSeq: num('openSeq'), settled: r.u128() };
+      const flags = r.u8();
+      if (flags & 1) c.closedSequence = r.u64();
+      if (flags & 2) c.closeSeq = num('closeSeq');
+      const ck = key(id);
+      if (st.channels.has(ck)) throw new RangeError('snapshot: duplicate channel');
+      st.channels.set(ck, c);
+      st.dirtyCh.add(ck);
+      for (const who of [requester, provider]) {
+        const l = st.channelsByAccount.get(key(who));
+        if (l) l.push(id);
+        else st.channelsByAccount.set(key(who), [id]);
+      }
+      if (status === 'open') {
+        st.escrow += deposit;
+        st.openChannels++;
+        st.expiry.push(expiresAt, ck);
+      }
+    }
+    const nOps = num('op count');
+    const win = st.genesis.opIdWindowMs;
+    for (let i = 0; i < nOps; i++) {
+      const k = key(r.bytes(48));
+      const seq = num('op seq');
+      const msgHash = own(r.bytes(32));
+      const has = r.u8();
+      if (has > 1) throw new RangeError('snapshot: bad op flag');
+      const rec: OpRecord = { seq, msgHash };
+      if (has) rec.channelId = own(r.bytes(32));
+      if (seq > st.height) throw new RangeError('snapshot: op record beyond the snapshot height');
+      st.ops.set(k, rec);
+      if (win) {
+        const bk = Math.floor(Buffer.from(k, 'latin1').readUIntBE(32, 6) / st.opBucketMs);
+        let l = st.opBuckets.get(bk);
+        if (!l) st.opBuckets.set(bk, (l = []));
+        l.push(k);
+        if (bk < st.opBucketMin) st.opBucketMin = bk;
+      }
+    }
+    r.end();
+    if (st.sumBalances() + st.escrow !== st.genesis.supply) throw new RangeError('snapshot: supply not conserved');
+    return st;
   }
 
   /**

@@ -28,13 +28,24 @@ export class PostgresStorage implements LedgerStorage {
       a1 BYTEA, a2 BYTEA, cp_digest BYTEA, cp_sig BYTEA)`);
     await this.pool.query('CREATE INDEX IF NOT EXISTS journal_a1 ON journal(a1, seq)');
     await this.pool.query('CREATE INDEX IF NOT EXISTS journal_a2 ON journal(a2, seq)');
+    await this.pool.query('CREATE TABLE IF NOT EXISTS ledger_snapshot (id INT PRIMARY KEY CHECK (id = 1), data BYTEA NOT NULL)');
     this.writer = await this.pool.connect();
     this.writer.on('error', () => {});
     await this.writer.query('SET synchronous_commit = on');
   }
 
-  async scan(onRow: (row: JournalRow) => void): Promise<void> {
-    let from = -1;
+  async loadSnapshot(): Promise<Buffer | null> {
+    const r = await this.pool.query<{ data: Buffer }>('SELECT data FROM ledger_snapshot WHERE id = 1');
+    return r.rows[0]?.data ?? null;
+  }
+
+  /** One upsert on a pool connection (not the journal writer's), so journal commits are not held up. */
+  async saveSnapshot(data: Buffer): Promise<void> {
+    await this.pool.query('INSERT INTO ledger_snapshot (id, data) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data', [data]);
+  }
+
+  async scan(onRow: (row: JournalRow) => void, fromSeq = 0): Promise<void> {
+    let from = fromSeq - 1;
     for (;;) {
       const r = await this.pool.query<Row>('SELECT * FROM journal WHERE seq > $1 ORDER BY seq LIMIT 10000', [from]);
       for (const x of r.rows) onRow(toRow(x));

@@ -5,6 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { Worker } from 'node:worker_threads';
+import { open as fsOpen, readFile, rename, unlink } from 'node:fs/promises';
 import type { LedgerStorage } from './storage.js';
 import type { JournalRow } from './state.js';
 
@@ -82,9 +83,43 @@ export class SqliteStorage implements LedgerStorage {
     }
   }
 
-  async scan(onRow: (row: JournalRow) => void): Promise<void> {
-    const st = this.db.prepare('SELECT * FROM journal ORDER BY seq');
-    for (const r of st.iterate() as Iterable<Row>) onRow(toRow(r));
+  async scan(onRow: (row: JournalRow) => void, fromSeq = 0): Promise<void> {
+    const st = this.db.prepare('SELECT * FROM journal WHERE seq >= ? ORDER BY seq');
+    for (const r of st.iterate(fromSeq) as Iterable<Row>) onRow(toRow(r));
+  }
+
+  /** The snapshot lives next to the database, in `<db>-snapshot` (none for in-memory databases). */
+  get snapshotPath(): string | null {
+    return this.path === ':memory:' || this.path === '' ? null : `${this.path}-snapshot`;
+  }
+
+  async loadSnapshot(): Promise<Buffer | null> {
+    const p = this.snapshotPath;
+    if (!p) return null;
+    try {
+      return await readFile(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  /** Write to a temporary file, fsync, rename over the old snapshot (off the event loop: libuv's thread pool). */
+  async saveSnapshot(data: Buffer): Promise<void> {
+    const p = this.snapshotPath;
+    if (!p) return;
+    const tmp = `${p}.tmp`;
+    const fh = await fsOpen(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.datasync();
+    } catch (e) {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw e;
+    }
+    await fh.close();
+    await rename(tmp, p);
   }
 
   async append(rows: JournalRow[]): Promise<void> {

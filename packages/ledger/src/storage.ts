@@ -5,12 +5,19 @@ export interface LedgerStorage {
   readonly kind: 'sqlite' | 'postgres';
   /** Create tables if needed. */
   init(): Promise<void>;
-  /** Stream every journal row in order. */
-  scan(onRow: (row: JournalRow) => void): Promise<void>;
+  /** Stream the journal rows with seq ≥ fromSeq (default 0) in order. */
+  scan(onRow: (row: JournalRow) => void, fromSeq?: number): Promise<void>;
   /** Append rows (one batch) atomically; resolves only once durable (fsynced). */
   append(rows: JournalRow[]): Promise<void>;
   /** Newest-first rows touching `account`, with seq < beforeSeq. */
   history(account: Buffer, limit: number, beforeSeq?: number): Promise<JournalRow[]>;
+  /**
+   * Latest saved state snapshot (opaque bytes, see Ledger), or null. Optional: storages without it always replay the
+   * whole journal at start-up.
+   */
+  loadSnapshot?(): Promise<Buffer | null>;
+  /** Replace the saved snapshot, atomically (a crash leaves the old one or the new one). */
+  saveSnapshot?(data: Buffer): Promise<void>;
   /** Number of rows (−1 if unknown). */
   count(): Promise<number>;
   close(): Promise<void>;

@@ -12,4 +12,5 @@ test(`crash: ${kills} SIGKILLs of a real server under concurrent clients (SQLite
   const rep = await runCrashTest({ db: join(dir, 'crash.db'), keyFile: join(dir, 'crash.key'), kills, clients: 8, seed: 4242, after: (fn) => t.after(fn), log: (s) => t.diagnostic(s) });
   t.diagnostic(JSON.stringify(rep));
   assert.ok(rep.acked > kills * 5, `enough load: ${rep.acked} acked`);
+  assert.ok(rep.snapshotStarts > 0, `some restarts resumed from a snapshot: ${JSON.stringify(rep)}`);
 });
