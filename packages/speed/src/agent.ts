@@ -99,6 +99,8 @@ export class SpeedAgent extends EventEmitter {
   private readonly peers = new Map<string, AgentPeer>();
   private balance = 0n;
   private closing = new Set<string>();
+  /** Failed closes back off (1, 2, 4 … 60 s) instead of retrying (and warning) on every tick. */
+  private readonly closeRetry = new Map<string, { at: number; failures: number }>();
   private readonly o: SpeedAgentOptions;
   private auction?: AuctionChoker;
   private readonly flushers = new Map<PeerWire, () => void>();
@@ -539,7 +541,7 @@ export class SpeedAgent extends EventEmitter {
     for (const f of this.flushers.values()) f();
   }
 
-  private async apply(a: ProviderAction): Promise<void> {
+  private async apply(a: ProviderAction, force = false): Promise<void> {
     const peer = [...this.peers.values()].find((p) => p.providerKey === a.requester);
     if (a.type === 'choke') {
       peer?.ext.send({ type: 'error', code: SpeedErrorCode.PAYMENT_OVERDUE, text: a.reason });
@@ -555,9 +557,12 @@ export class SpeedAgent extends EventEmitter {
     if (a.type === 'abandon') return;
     const id = a.channelId.toString('hex');
     if (this.closing.has(id)) return;
+    const retry = this.closeRetry.get(id);
+    if (retry && !force && this.o.now() < retry.at) return;
     this.closing.add(id);
     try {
       await this.o.ledger.closeChannel({ providerKeys: this.o.keys, state: a.state, signature: a.sig });
+      this.closeRetry.delete(id);
       this.provider.onChannelClosed(a.channelId);
       this.o.persist?.(this.provider.exportChannels());
       this.emit('channel-closed', a.channelId, a.state.cumulative);
@@ -567,6 +572,7 @@ export class SpeedAgent extends EventEmitter {
       const code = (e as { code?: unknown }).code;
       const info = code === 'channel_not_open' || code === 'channel_expired' ? await this.o.ledger.channel(a.channelId).catch(() => undefined) : undefined;
       if (info && (info.status !== 'open' || code === 'channel_expired')) {
+        this.closeRetry.delete(id);
         this.provider.onChannelClosed(a.channelId);
         this.o.persist?.(this.provider.exportChannels());
         if (info.status === 'closed' && info.settled >= a.state.cumulative) this.emit('channel-closed', a.channelId, info.settled);
@@ -574,7 +580,10 @@ export class SpeedAgent extends EventEmitter {
         return;
       }
       this.provider.onCloseFailed(a.channelId);
-      this.emit('warning', `closing channel ${id.slice(0, 16)}… failed (will retry): ${(e as Error).message}`);
+      const failures = (retry?.failures ?? 0) + 1;
+      const waitMs = Math.min(60_000, 1000 * 2 ** (failures - 1));
+      this.closeRetry.set(id, { at: this.o.now() + waitMs, failures });
+      this.emit('warning', `closing channel ${id.slice(0, 16)}… failed (retry in ${waitMs / 1000} s): ${(e as Error).message}`);
     } finally {
       this.closing.delete(id);
     }
@@ -582,7 +591,7 @@ export class SpeedAgent extends EventEmitter {
 
   /** Close every channel we hold a payment on (transfer finished / shutting down). */
   async shutdown(): Promise<void> {
-    await Promise.all(this.provider.closeAll().map((a) => this.apply(a)));
+    await Promise.all(this.provider.closeAll().map((a) => this.apply(a, true)));
   }
 
   /** Total this agent has signed over to providers (as a requester), across peers and channels. */

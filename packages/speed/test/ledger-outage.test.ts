@@ -142,7 +142,7 @@ test('ledger down when the provider closes: the close fails loudly, the last sta
   const last = held[0];
   await s.svc.stop();
   await s.sAgent.shutdown();
-  assert.ok(s.log.some((l) => /seeder warning: closing channel .* failed \(will retry\)/.test(l)), s.state());
+  assert.ok(s.log.some((l) => /seeder warning: closing channel .* failed \(retry in 1 s\)/.test(l)), s.state());
   // Not forgotten: the last state is still held (and would be persisted).
   assert.deepEqual(s.sAgent.provider.heldState(last.info.id), { sequence: last.sequence, cumulative: last.cumulative });
   await s.svc.start();
