@@ -6,17 +6,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Session, createTorrent, formatMagnet, type Torrent } from '../src/index.js';
 import { VirtualClock } from '../src/clock.js';
-
-/** Deterministic pseudo-random bytes (xorshift), so failures can be reproduced. */
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+import { bytes } from './fixtures.js';
 
 async function makePayload(root: string): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>([

@@ -11,16 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session, createTorrent, parseTorrent } from '../src/index.js';
 import { PeerWire } from '../src/wire/peer-wire.js';
-
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+import { bytes } from './fixtures.js';
 
 /** A scripted seeder (one PeerWire per connection, set up by `script`) and a leecher Session, both torn down after the test. */
 async function scriptedSwarm(t: TestContext, dir: string, script: (wire: PeerWire) => void): Promise<{ port: number; leecher: Session; connections: () => number }> {

@@ -12,16 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { Session, VirtualClock, createTorrent, parseTorrent, webSeedFileUrl, pieceRanges } from '../src/index.js';
-
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+import { bytes } from './fixtures.js';
 
 const FILES: [string, number][] = [
   ['a b.bin', 150_000],
