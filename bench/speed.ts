@@ -4,8 +4,8 @@
  * (a) Overhead: one seeder session → one leecher session over loopback, in this process, the same torrent
  *     (1 GiB; 128 MiB with --quick; 256 KiB pieces, --piece-kib) with Speed OFF (plain sessions) and Speed ON (per-torrent
  *     SpeedAgent on both sides: auction, channel on an embedded SQLite ledger, one signed payment per piece,
- *     provider exposure K unpaid pieces, --max-unpaid, default 1 as the library's). --rounds N (default 3) interleaved off/on pairs
- *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off). Also prints a timeline
+ *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 4 MiB). --rounds N (default 3) interleaved off/on pairs
+ *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off). With --timeline, also prints a timeline
  *     summary of Speed ON: gate stalls (how long requests were held), and per piece the time from its last block
  *     sent to the requester's payment and from the payment to the next block served.
  * (b) Auction: `bitorrent demo` engine — a seeder limited to a fixed upload rate, 4 bidding and 4 non-bidding
@@ -15,13 +15,14 @@
  * Last line: one JSON object.
  */
 import { parseArgs } from 'node:util';
-import { mkdtempSync, mkdirSync, rmSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, openSync, writeSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Session, createTorrent, type Torrent } from '@bitorrent/core';
-import { Ledger, keyPairFromSeed, BTT } from '@bitorrent/ledger';
-import { SpeedAgent } from '@bitorrent/speed';
+import { Ledger, keyPairFromSeed, BTT, createLedgerServer, encryptKeystore, writeKeystore } from '@bitorrent/ledger';
+import { startBitorrent } from '@bitorrent/testbed';
+import { SpeedAgent, defaultMaxUnpaid } from '@bitorrent/speed';
 import { runDemoCli } from '@bitorrent/speed/demo';
 
 const { values: args } = parseArgs({
@@ -35,16 +36,22 @@ const { values: args } = parseArgs({
     'leecher-rate': { type: 'string' },
     'skip-a': { type: 'boolean' },
     'no-gate': { type: 'boolean' },
+    timeline: { type: 'boolean' },
     only: { type: 'string' },
     'skip-b': { type: 'boolean' },
     rounds: { type: 'string' },
+    /** (a) procs: the real CLI in two processes; inproc: both sessions in this process; both (default). */
+    mode: { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
 const size = (args.size ? Number(args.size) : args.quick ? 128 : 1024) * MiB;
-const maxUnpaid = Number(args['max-unpaid'] ?? 1);
+// Default: the library's (defaultMaxUnpaid: the pieces in 4 MiB).
+const maxUnpaid = args['max-unpaid'] === undefined ? undefined : Number(args['max-unpaid']);
 const rounds = Math.max(1, Number(args.rounds ?? 3));
 const PIECE = Number(args["piece-kib"] ?? 256) * 1024;
+const mode = args.mode ?? 'both';
+if (!['procs', 'inproc', 'both'].includes(mode)) throw new Error(`--mode must be procs, inproc or both, got '${mode}'`);
 const log = (s: string): void => console.log(`[speed] ${s}`);
 
 async function transfer(dir: string, torrent: Buffer, seedDir: string, speed: { ledger: Ledger } | undefined): Promise<{ seconds: number; paid: bigint; earned: bigint }> {
@@ -71,7 +78,8 @@ async function transfer(dir: string, torrent: Buffer, seedDir: string, speed: { 
     const toPay: number[] = [], payToNext: number[] = [];
     let pendingPay: number | undefined;
     if (sopts && args['no-gate']) delete sopts.uploadGate; // diagnostics: everything but the gate
-    else if (sopts) {
+    else if (sopts && args.timeline) {
+      // Diagnostics only (--timeline): this wrapper costs time per block, charged to Speed ON.
       const g = sopts.uploadGate!;
       sopts.uploadGate = {
         mayUpload: (k, p) => {
@@ -125,7 +133,7 @@ async function transfer(dir: string, torrent: Buffer, seedDir: string, speed: { 
       clearInterval(prog);
     }
     const seconds = (performance.now() - start) / 1000;
-    if (speed) {
+    if (speed && args.timeline) {
       const med = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[a.length >> 1] : NaN);
       log(`  gate: held a request ${held} times, ${stalls} stalls totalling ${stallMs.toFixed(0)} ms (${((stallMs / 1000 / ((performance.now() - start) / 1000)) * 100).toFixed(1)}% of the transfer)`);
       log(`  per piece (median): last block sent → payment sent ${med(toPay).toFixed(2)} ms; payment sent → next block served ${med(payToNext).toFixed(2)} ms (n=${toPay.length})`);
@@ -146,7 +154,96 @@ async function transfer(dir: string, torrent: Buffer, seedDir: string, speed: { 
   }
 }
 
-async function partA(): Promise<{ on: number; off: number; paidOk: boolean }> {
+/** user + system CPU seconds of a running process (Linux /proc). */
+function procCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/**
+ * (a) as users run it: the real CLI, `bitorrent seed` and `bitorrent download` in two processes (each with its own
+ * event loop, as two machines would have), with `--speed` (wallets, an HTTP ledger server in this process, durable
+ * provider state, the CLI's 1 s tick) or without. Seconds are the leecher's own (torrent added → done). After each
+ * Speed run the seeder is stopped (SIGTERM: it closes its channels) and the books are checked on the ledger.
+ */
+async function partAProcs(dir: string, torrentPath: string, seedDir: string): Promise<PartA> {
+  const seederKeys = keyPairFromSeed(Buffer.alloc(32, 0x62));
+  const leechKeys = keyPairFromSeed(Buffer.alloc(32, 0x63));
+  const FUND = 1_000_000n * BTT;
+  const ledger = await Ledger.open({
+    db: join(dir, 'ledger-procs.db'),
+    ledgerKeys: keyPairFromSeed(Buffer.alloc(32, 0x61)),
+    genesis: { allocations: [{ account: leechKeys.publicKey, amount: FUND }], faucetAmount: 0n },
+    verifyThreads: 0,
+  });
+  const srv = createLedgerServer({ ledger, port: 0 });
+  const url = await srv.listen();
+  try {
+    const supply = (await ledger.ledgerInfo()).supply;
+    const seedWallet = join(dir, 'seeder-wallet.json'), leechWallet = join(dir, 'leecher-wallet.json');
+    writeKeystore(seedWallet, encryptKeystore(seederKeys, 'pw', 1 << 10));
+    writeKeystore(leechWallet, encryptKeystore(leechKeys, 'pw', 1 << 10));
+    const env = { BITORRENT_PASSPHRASE: 'pw' };
+    const common = ['--peer-port', '0', '--host', '127.0.0.1', '--no-dht', '--no-pex', '--json'];
+    const offs: number[] = [], ons: number[] = [];
+    const cpuOn: number[] = [], cpuOff: number[] = [];
+    let paidOk = true;
+    let earnedTotal = 0n;
+    log(`(a, separate processes) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, CLI defaults (K=${defaultMaxUnpaid(PIECE)}), ledger ${url}, ${rounds} rounds (ABBA)`);
+    const runOne = async (mode: 'on' | 'off', r: number) => {
+      if (args.only && args.only !== mode) return;
+      const tag = `${mode}-${r}`;
+      const dl = join(dir, `procs-dl-${tag}`);
+      const speed = (wallet: string, provider: boolean) => (mode === 'on' ? ['--speed', '--wallet', wallet, '--ledger', url, ...(provider ? ['--spending-rate', '0', '--reserve-price', '1'] : [])] : []);
+      const seeder = startBitorrent(['seed', torrentPath, '--data', seedDir, '--no-resume', '--state-dir', join(dir, `st-s-${tag}`), ...common, ...speed(seedWallet, true)], { env });
+      let leecher: ReturnType<typeof startBitorrent> | undefined;
+      try {
+        const ready = await seeder.waitLine((l) => l.event === 'seeding', 600_000, 'the seeder to be ready');
+        leecher = startBitorrent(['download', torrentPath, '-o', dl, '--no-resume', '--state-dir', join(dir, `st-l-${tag}`), '--peer', `127.0.0.1:${ready.port}`, ...common, ...speed(leechWallet, false)], { env });
+        const done = await leecher.waitLine((l) => l.event === 'done', 1_800_000, 'the download to finish');
+        const seconds = Number(done.seconds);
+        (mode === 'on' ? ons : offs).push(size / 1e6 / seconds);
+        // CPU of both processes (user + system, start-up included, the same in both modes): on a busy 2-core machine
+        // a steadier view of Speed's cost than the wall clock.
+        const cpu = procCpuSeconds(seeder.process.pid) + procCpuSeconds(leecher.process.pid);
+        (mode === 'on' ? cpuOn : cpuOff).push(cpu);
+        await leecher.stop();
+        await seeder.stop(); // SIGTERM: the provider closes its channels on the ledger
+        let books = '';
+        if (mode === 'on') {
+          const earned = (await ledger.account(seederKeys.publicKey)).balance - earnedTotal;
+          earnedTotal += earned;
+          const left = (await ledger.account(leechKeys.publicKey)).balance;
+          // Price 1 base unit per byte; the first blocks (before the bid is answered) are free.
+          const ok = left + earnedTotal === FUND && earned <= BigInt(size) && earned >= BigInt(size) - 64n * BigInt(PIECE) && (await ledger.ledgerInfo()).supply === supply;
+          paidOk &&= ok;
+          books = `; provider earned ${earned} of ${size} bytes at 1/byte, requester left ${left}, books ${ok ? 'exact' : 'WRONG'}`;
+        }
+        log(`(a, processes) round ${r} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s${books}`);
+      } finally {
+        await leecher?.stop();
+        await seeder.stop();
+        rmSync(dl, { recursive: true, force: true });
+      }
+    };
+    for (let r = 0; r < rounds; r++) {
+      const order: ('on' | 'off')[] = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+      for (const m of order) await runOne(m, r);
+    }
+    const median = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[a.length >> 1] : NaN);
+    log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s`);
+    return { on: median(ons), off: median(offs), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff) };
+  } finally {
+    await srv.close();
+    await ledger.close();
+  }
+}
+
+interface PartA { on: number; off: number; paidOk: boolean; cpuOn?: number; cpuOff?: number }
+
+async function partA(): Promise<{ procs?: PartA; inproc?: PartA }> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-speed-'));
   try {
     const seedDir = join(dir, 'seed');
@@ -157,6 +254,19 @@ async function partA(): Promise<{ on: number; off: number; paidOk: boolean }> {
     for (let off = 0; off < size; off += chunk.length) writeSync(fd, chunk, 0, Math.min(chunk.length, size - off));
     closeSync(fd);
     const { torrent } = await createTorrent({ path: file, pieceLength: PIECE });
+    const torrentPath = join(dir, 'payload.torrent');
+    writeFileSync(torrentPath, torrent);
+    const procs = mode === 'inproc' ? undefined : await partAProcs(dir, torrentPath, seedDir);
+    const inproc = mode === 'procs' ? undefined : await partAInProcess(dir, torrent, seedDir);
+    return { procs, inproc };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** (a) with both sessions in this process (one event loop carries both peers' work: Speed's cost counts twice). */
+async function partAInProcess(dir: string, torrent: Buffer, seedDir: string): Promise<PartA> {
+  {
     const ledger = await Ledger.open({
       db: join(dir, 'ledger.db'),
       ledgerKeys: keyPairFromSeed(Buffer.alloc(32, 0x51)),
@@ -165,7 +275,7 @@ async function partA(): Promise<{ on: number; off: number; paidOk: boolean }> {
     });
     try {
       const supply = (await ledger.ledgerInfo()).supply;
-      log(`(a) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid}, ${rounds} rounds of Speed off/on (ABBA)`);
+      log(`(a) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid ?? defaultMaxUnpaid(PIECE)}, ${rounds} rounds of Speed off/on (ABBA)`);
       const offs: number[] = [], ons: number[] = [];
       let paidOk = true, paidRuns = 0;
       const runOne = async (mode: 'on' | 'off', r: number) => {
@@ -198,8 +308,6 @@ async function partA(): Promise<{ on: number; off: number; paidOk: boolean }> {
     } finally {
       await ledger.close();
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -207,7 +315,7 @@ async function partB(): Promise<{ bidders: number; others: number; allCompleted:
   const swarmMiB = args['swarm-size'] ?? (args.quick ? '8' : '16');
   const seedRate = args['seed-rate'] ?? '1024';
   const leechRate = args['leecher-rate'] ?? '32';
-  const argv = ['--bidders', '4', '--free', '4', '--legacy', '0', '--size', swarmMiB, '--rate', seedRate, '--leecher-rate', leechRate, '--slots', '4', '--max-unpaid', String(maxUnpaid), '--timeout', '600', '--json'];
+  const argv = ['--bidders', '4', '--free', '4', '--legacy', '0', '--size', swarmMiB, '--rate', seedRate, '--leecher-rate', leechRate, '--slots', '4', ...(maxUnpaid === undefined ? [] : ['--max-unpaid', String(maxUnpaid)]), '--timeout', '600', '--json'];
   log(`(b) demo ${argv.join(' ')}`);
   const out: string[] = [];
   const orig = console.log;
@@ -225,22 +333,30 @@ async function partB(): Promise<{ bidders: number; others: number; allCompleted:
   return { bidders: r.medianBidderS, others: r.medianOthersS, allCompleted, ok: r.ok };
 }
 
-const a = args['skip-a'] ? { on: NaN, off: NaN, paidOk: true } : await partA();
+const a = args['skip-a'] ? {} : await partA();
 const b = args['skip-b'] ? { bidders: NaN, others: NaN, allCompleted: true, ok: true } : await partB();
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
+const procs = a.procs ?? { on: NaN, off: NaN, paidOk: true };
+const inproc = a.inproc ?? { on: NaN, off: NaN, paidOk: true };
 console.log(
   JSON.stringify({
     bench: 'speed',
     bytes: size,
-    max_unpaid: maxUnpaid,
-    on_MBps: r3(a.on),
-    off_MBps: r3(a.off),
-    overhead: r3(1 - a.on / a.off),
+    max_unpaid: maxUnpaid ?? defaultMaxUnpaid(PIECE),
+    // overhead: the real CLI in two processes (as users run it); overhead_one_process: both peers in this process.
+    on_MBps: r3(procs.on),
+    off_MBps: r3(procs.off),
+    overhead: r3(1 - procs.on / procs.off),
+    cpu_off_s: r3(procs.cpuOff ?? NaN),
+    cpu_on_s: r3(procs.cpuOn ?? NaN),
+    one_process_on_MBps: r3(inproc.on),
+    one_process_off_MBps: r3(inproc.off),
+    overhead_one_process: r3(1 - inproc.on / inproc.off),
     bidders_median_s: r3(b.bidders),
     nonbidders_median_s: r3(b.others),
     speedup: r3(b.others / b.bidders),
     all_completed: b.allCompleted,
-    tokens_conserved: a.paidOk && b.ok,
+    tokens_conserved: procs.paidOk && inproc.paidOk && b.ok,
   }),
 );
 process.exit(0);

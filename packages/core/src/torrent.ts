@@ -457,6 +457,11 @@ export class Torrent extends EventEmitter {
     return n;
   }
 
+  /** Every wanted piece is verified and stored (nothing left to download; a seed, or a finished partial download). */
+  isDownloadComplete(): boolean {
+    return this.isComplete();
+  }
+
   private isComplete(): boolean {
     const meta = this.metainfo;
     if (!meta || !this.have || !this.wanted) return false;
@@ -849,9 +854,13 @@ export class Torrent extends EventEmitter {
     const reqq = peer.wire.extendedHandshake?.reqq;
     const peerQueue = typeof reqq === 'number' && reqq > 0 ? reqq : 250;
     peer.pipeline = Math.min(Math.max(peer.pipeline, target), peerQueue);
-    const want = peer.pipeline - peer.outstanding.size;
+    // A peer we may only ask for a few whole pieces at a time (a paid provider) never has more than those pieces'
+    // blocks out: size the pipeline to that, so the batching below still applies (else every block re-runs the picker).
+    const maxPieces = this.opts.uploadGate?.maxRequestPieces?.(peer.key);
+    const pipeline = maxPieces !== undefined && maxPieces > 0 ? Math.min(peer.pipeline, Math.max(8, maxPieces * Math.ceil(this.metainfo!.pieceLength / BLOCK_SIZE))) : peer.pipeline;
+    const want = pipeline - peer.outstanding.size;
     // Refill in batches (a quarter of the pipeline at a time) rather than one request per block received.
-    if (want <= 0 || (peer.outstanding.size > 0 && want < Math.max(1, peer.pipeline >> 2))) return;
+    if (want <= 0 || (peer.outstanding.size > 0 && want < Math.max(1, pipeline >> 2))) return;
     const reqs = picker.pickBlocks(
       {
         id: peer.key,
@@ -860,7 +869,7 @@ export class Torrent extends EventEmitter {
         fastAllowed: peer.allowedFast,
         choked,
         rate: peer.downRate.rate(), // piece affinity: slow peers don't join pieces fast peers are finishing
-        maxPieces: this.opts.uploadGate?.maxRequestPieces?.(peer.key),
+        maxPieces,
       },
       want,
     );
@@ -1217,6 +1226,11 @@ export class Torrent extends EventEmitter {
   }
 
   // ---------------------------------------------------------------- choking
+
+  /** Re-run the choker soon (within 200 ms; calls coalesce): a plugin's input changed, e.g. a Speed bid arrived. */
+  requestRechoke(): void {
+    if (this.state !== 'closed') this.scheduleRechoke();
+  }
 
   private scheduleRechoke(): void {
     if (this.rechokeSoon) return;

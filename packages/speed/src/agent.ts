@@ -23,8 +23,8 @@ import { AuctionChoker, type AuctionResult } from './auction.js';
 import { AutoBidder, type BidderSettings } from './bidder.js';
 import { StandardChoker } from './core-choker.js';
 import { speedWire, type SpeedWireExtension } from './extension.js';
-import { SpeedErrorCode, type SpeedMessage, type PaymentMessage } from './messages.js';
-import { ProviderPayments, RequesterPayments, suggestDeposit, type PersistedChannel, type ProviderAction, type ProviderPaymentsOptions } from './payments.js';
+import { SpeedErrorCode, type SpeedMessage, type PaymentMessage, type AckMessage } from './messages.js';
+import { ProviderPayments, RequesterPayments, defaultMaxUnpaid, suggestDeposit, type PayResult, type PersistedChannel, type ProviderAction, type ProviderPaymentsOptions } from './payments.js';
 
 /** What the agent needs from a ledger (LedgerApiBase satisfies it). */
 export interface SpeedLedgerApi {
@@ -48,13 +48,19 @@ export interface SpeedAgentOptions {
   /** Provider settings. */
   reservePrice?: bigint;
   provider?: Omit<ProviderPaymentsOptions, 'ledgerId' | 'publicKey'>;
-  /** New channels: deposit covers this many pieces at the clearing price (default 32), and live this long (default 2 h). */
+  /**
+   * New channels: deposit covers this many pieces at the clearing price (default: the rest of the download, at least
+   * 32 pieces, at most half the balance), and live this long (default 2 h).
+   */
   depositPieces?: number;
   channelTtlMs?: number;
   /** How the torrent names a peer in its choker (default "host:port" of the wire, as core's peerKey). */
   peerIdOf?: (wire: PeerWire) => string;
-  /** Persist accepted payment states (called before the ACK is sent). */
-  persist?: (channels: PersistedChannel[]) => void;
+  /**
+   * Persist accepted payment states. The ACK for a payment goes out only once this has returned, or once the promise
+   * it returns has resolved (a rejected promise: no ACK, a warning; the requester's next payment carries the state).
+   */
+  persist?: (channels: PersistedChannel[]) => unknown;
   rng?: () => number;
   /**
    * Fallback for engines without an UploadGate (core has one: use torrentOptions()/uploadGate() instead): wrap `wire.piece` on our wires so paid blocks beyond the exposure limit
@@ -72,6 +78,8 @@ interface AgentPeer {
   req?: RequesterPayments; // our payments to it (as our provider)
   opening?: Promise<void>;
   pendingPayments: PaymentMessage[];
+  /** The newest ACK waiting for its state's durable save (older ones are superseded by it). */
+  latestAck?: AckMessage;
   price: bigint; // clearing price we charge it
   /** The provider's unpaid-piece limit K from its last bid_response (as our provider). */
   providerK?: number;
@@ -81,11 +89,19 @@ interface AgentPeer {
   reannounceAt?: number;
 }
 
+/** An already settled promise: the usual result of the payment paths (nothing to wait for). */
+const DONE: Promise<void> = Promise.resolve();
+
 /** Retry interval for ledger-dependent steps that failed (channel open, channel check by the provider). */
 const LEDGER_RETRY_MS = 2_000;
 
 /** Blocks held back per requester while it is at its unpaid-piece limit (interceptUploads). */
 const MAX_HELD_BLOCKS = 256;
+
+/** The promise a persist callback returned, if any (a synchronous persist returns anything else). */
+function asPromise(x: unknown): Promise<unknown> | undefined {
+  return x instanceof Promise ? x : undefined;
+}
 
 function defaultPeerId(wire: PeerWire): string {
   const h = wire.remoteAddress ?? '?';
@@ -103,6 +119,8 @@ export class SpeedAgent extends EventEmitter {
   private readonly closeRetry = new Map<string, { at: number; failures: number }>();
   private readonly o: SpeedAgentOptions;
   private auction?: AuctionChoker;
+  /** The newest asynchronous save of payment states (persist), true once durable; ACKs wait for it. */
+  private lastSave?: Promise<boolean>;
   private readonly flushers = new Map<PeerWire, () => void>();
   /** Payments made to peers that have since disconnected. */
   private paidGone = 0n;
@@ -114,7 +132,7 @@ export class SpeedAgent extends EventEmitter {
   constructor(o: SpeedAgentOptions) {
     super();
     this.o = o;
-    this.provider = new ProviderPayments({ ...o.provider, ledgerId: o.ledgerId, publicKey: o.keys.publicKey });
+    this.provider = new ProviderPayments({ ...o.provider, maxUnpaid: o.provider?.maxUnpaid ?? defaultMaxUnpaid(o.pieceLength), ledgerId: o.ledgerId, publicKey: o.keys.publicKey });
     this.bidder = new AutoBidder({ now: o.now, settings: o.bidding });
   }
 
@@ -163,14 +181,19 @@ export class SpeedAgent extends EventEmitter {
     this.detach?.();
     this.torrent = torrent;
     const onPiece = (index: number) => void this.onPieceVerified(index);
+    // After the disk write: once nothing is left to download, pay what was held back before peers disconnect.
+    const onStored = (index: number) => {
+      void this.onPieceVerified(index);
+      if (torrent.isDownloadComplete()) void this.flushDuePayments();
+    };
     const onFail = (index: number, who: string[]) => this.onPieceFailed(index, who);
     // 'verified' comes right after the hash check, before the disk write; 'piece' after it (payment is idempotent).
     torrent.on('verified', onPiece);
-    torrent.on('piece', onPiece);
+    torrent.on('piece', onStored);
     torrent.on('hash-failure', onFail);
     this.detach = () => {
       torrent.off('verified', onPiece);
-      torrent.off('piece', onPiece);
+      torrent.off('piece', onStored);
       torrent.off('hash-failure', onFail);
       if (this.torrent === torrent) this.torrent = undefined;
       this.detach = undefined;
@@ -244,7 +267,11 @@ export class SpeedAgent extends EventEmitter {
       const have = wire.have.bind(wire);
       (wire as { have: PeerWire['have'] }).have = (index: number) => {
         const p = this.byWire(wire);
-        if (p) void this.payFor(p, index);
+        if (p) {
+          void this.payFor(p, index);
+          // The last piece: pay what was held back to be paid together now, before the HAVE that makes us a seed.
+          if (this.torrent?.isDownloadComplete()) void this.payResult(p, p.req?.flushDue());
+        }
         have(index);
       };
       wire.on('speed-ready', (pk: Buffer) => this.onReady(wire, ext, pk));
@@ -254,7 +281,13 @@ export class SpeedAgent extends EventEmitter {
         if (p) this.onMessage(p, m);
       });
       wire.on('piece', (index: number, _begin: number, block: Buffer) => this.byWire(wire)?.req?.onBlock(index, block.length));
-      wire.on('choke', () => this.byWire(wire)?.req?.onChoke());
+      wire.on('choke', () => {
+        const p = this.byWire(wire);
+        if (!p?.req) return;
+        p.req.onChoke();
+        // It stops serving us: pay now for what we verified and held back (setProviderLimit).
+        void this.payResult(p, p.req.flushDue());
+      });
       wire.on('have', (index: number) => {
         const p = this.byWire(wire);
         if (p?.providerKey) this.provider.onHave(p.providerKey, index, this.o.now());
@@ -393,11 +426,31 @@ export class SpeedAgent extends EventEmitter {
       p.ext.send({ type: 'error', code: r.code, text: r.reason });
       return;
     }
-    if (r.delta > 0n) {
-      this.o.persist?.(this.provider.exportChannels());
-      this.emit('earned', p.id, r.delta);
-    }
-    p.ext.send(r.ack);
+    const ack = r.ack;
+    const saving = r.delta > 0n ? asPromise(this.o.persist?.(this.provider.exportChannels())) : undefined;
+    if (r.delta > 0n) this.emit('earned', p.id, r.delta);
+    if (saving) {
+      const saved = saving.then(
+        () => true,
+        (e: Error) => {
+          this.emit('warning', `payment state from ${p.id} not saved (${e.message}): not acknowledged`);
+          return false;
+        },
+      );
+      this.lastSave = saved;
+      // ACKs are cumulative: when a group commit covered several payments, only the newest one's ACK goes out.
+      p.latestAck = ack;
+      void saved.then((ok) => {
+        if (this.lastSave === saved) this.lastSave = undefined;
+        if (ok && p.latestAck === ack) {
+          p.latestAck = undefined;
+          p.ext.send(ack);
+        }
+      });
+    } else if (this.lastSave) {
+      // A duplicate of a state whose save is still under way: ACK it only once that save has landed.
+      void this.lastSave.then((ok) => ok && p.ext.send(ack));
+    } else p.ext.send(ack);
     this.resume(p);
   }
 
@@ -410,7 +463,17 @@ export class SpeedAgent extends EventEmitter {
       try {
         const budget = await this.refreshBalance();
         const price = req.currentPrice > 0n ? req.currentPrice : 1n;
-        const deposit = suggestDeposit(price, this.o.pieceLength, this.o.depositPieces ?? 32, req.pendingAmount, budget);
+        let deposit: bigint;
+        if (this.o.depositPieces !== undefined) deposit = suggestDeposit(price, this.o.pieceLength, this.o.depositPieces, req.pendingAmount, budget);
+        else {
+          // Enough for the rest of the download at this price (at least 32 pieces): every new channel costs a ledger
+          // round trip on each side while the provider waits at its unpaid limit. At most half the balance while
+          // that covers what is already owed, so other providers can be paid too.
+          const left = Math.max(0, Number(this.remaining()));
+          const pieces = Math.max(32, Math.ceil(left / this.o.pieceLength));
+          const cap = budget / 2n >= req.pendingAmount ? budget / 2n : budget;
+          deposit = suggestDeposit(price, this.o.pieceLength, pieces, req.pendingAmount, cap);
+        }
         if (deposit <= 0n || deposit < req.pendingAmount) {
           this.emit('warning', `cannot fund a channel to ${p.id}: balance ${budget}, needed ${req.pendingAmount}`);
           return;
@@ -436,23 +499,40 @@ export class SpeedAgent extends EventEmitter {
 
   private sendPayment(p: AgentPeer, m: PaymentMessage): void {
     p.ext.send(m);
-    // Push the payment to the socket now: the engine may destroy() the wire in this same tick (both sides seeds once
-    // the last piece verified), and destroy() drops writes still corked for the next tick.
-    (p.wire as unknown as { uncork?: () => void }).uncork?.();
+    // At the end of the download push the payment to the socket now: the engine may destroy() the wire in this same
+    // tick (both sides seeds), and destroy() drops writes still corked for the next tick. Mid-download it goes out
+    // with the tick's other writes (a write call per payment costs more than the payment).
+    if (!this.torrent || this.torrent.isDownloadComplete()) (p.wire as unknown as { uncork?: () => void }).uncork?.();
     this.emit('paid', p.id, m.piece, m.amount);
   }
 
   /** A piece passed its hash check: pay every Speed provider that charged for bytes of it (idempotent). */
   onPieceVerified(piece: number): Promise<void> {
-    return Promise.all([...this.peers.values()].map((p) => this.payFor(p, piece))).then(() => undefined);
+    // Called up to three times per piece (verified, HAVE, stored) on the download's hot path: no allocation when
+    // there is nothing to wait for.
+    let opening: Promise<void>[] | undefined;
+    for (const p of this.peers.values()) {
+      if (!p.req) continue;
+      const r = this.payFor(p, piece);
+      if (r !== DONE) (opening ??= []).push(r);
+    }
+    return opening ? Promise.all(opening).then(() => undefined) : DONE;
   }
 
   private payFor(p: AgentPeer, piece: number): Promise<void> {
-    const r = p.req?.onPieceVerified(piece);
-    if (!r || r.type === 'nothing') return Promise.resolve();
+    return this.payResult(p, p.req?.onPieceVerified(piece));
+  }
+
+  /** Pay every provider now for verified pieces held back to be paid together (setProviderLimit). */
+  private flushDuePayments(): Promise<void> {
+    return Promise.all([...this.peers.values()].map((p) => this.payResult(p, p.req?.flushDue()))).then(() => undefined);
+  }
+
+  private payResult(p: AgentPeer, r: PayResult | undefined): Promise<void> {
+    if (!r || r.type === 'nothing' || r.type === 'deferred') return DONE;
     if (r.type === 'payment') {
       this.sendPayment(p, r.message);
-      return Promise.resolve();
+      return DONE;
     }
     return this.openChannel(p);
   }
@@ -474,7 +554,9 @@ export class SpeedAgent extends EventEmitter {
   private onMessage(p: AgentPeer, m: SpeedMessage): void {
     switch (m.type) {
       case 'bid':
-        break; // read by the auction at the next rechoke (the extension keeps the latest)
+        // The extension keeps the latest bid; the auction reads it when the choker runs: soon, not at the next 10 s round.
+        this.torrent?.requestRechoke();
+        break;
       case 'channel':
         void this.onChannel(p, Buffer.from(m.channel));
         break;
@@ -487,6 +569,7 @@ export class SpeedAgent extends EventEmitter {
       case 'bid_response': {
         const r = p.req!.onBidResponse(m.price, p.ext.bidPrice(m.seq));
         p.providerK = m.maxUnpaid;
+        p.req!.setProviderLimit(m.maxUnpaid);
         if (!r.ok) {
           p.ext.send({ type: 'error', code: r.code, text: r.reason });
           break;
@@ -537,8 +620,17 @@ export class SpeedAgent extends EventEmitter {
         if (id) p.ext.send({ type: 'channel', channel: id });
       }
     }
-    await Promise.all(this.provider.tick(now).map((a) => this.apply(a)));
+    await Promise.all([this.flushDuePayments(), ...this.provider.tick(now).map((a) => this.apply(a))]);
     for (const f of this.flushers.values()) f();
+  }
+
+  /** Save after a channel left our books (no ACK waits on it; a failure is only reported). */
+  private async persistQuietly(): Promise<void> {
+    try {
+      await asPromise(this.o.persist?.(this.provider.exportChannels()));
+    } catch (e) {
+      this.emit('warning', `channel states not saved: ${(e as Error).message}`);
+    }
   }
 
   private async apply(a: ProviderAction, force = false): Promise<void> {
@@ -564,7 +656,7 @@ export class SpeedAgent extends EventEmitter {
       await this.o.ledger.closeChannel({ providerKeys: this.o.keys, state: a.state, signature: a.sig });
       this.closeRetry.delete(id);
       this.provider.onChannelClosed(a.channelId);
-      this.o.persist?.(this.provider.exportChannels());
+      await this.persistQuietly();
       this.emit('channel-closed', a.channelId, a.state.cumulative);
     } catch (e) {
       // Refused because the channel is no longer open (our earlier close landed but we crashed before recording it,
@@ -574,7 +666,7 @@ export class SpeedAgent extends EventEmitter {
       if (info && (info.status !== 'open' || code === 'channel_expired')) {
         this.closeRetry.delete(id);
         this.provider.onChannelClosed(a.channelId);
-        this.o.persist?.(this.provider.exportChannels());
+        await this.persistQuietly();
         if (info.status === 'closed' && info.settled >= a.state.cumulative) this.emit('channel-closed', a.channelId, info.settled);
         else this.emit('warning', `channel ${id.slice(0, 16)}… is ${code === 'channel_expired' ? 'expired' : info.status} on the ledger: settled ${info.settled} of the ${a.state.cumulative} we held`);
         return;

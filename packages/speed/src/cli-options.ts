@@ -18,7 +18,7 @@
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import type { AddTorrentOptions, Metainfo, Torrent } from '@bitorrent/core';
+import { parseTorrent, parseTorrentId, type AddTorrentOptions, type Metainfo, type Torrent } from '@bitorrent/core';
 import { LedgerClient, formatBtt, parseBtt, type KeyPair } from '@bitorrent/ledger';
 import { defaultKeystorePath, readKeystore, decryptKeystore } from '@bitorrent/ledger';
 import { SpeedAgent, type SpeedLedgerApi } from './agent.js';
@@ -97,6 +97,15 @@ function parseRate(s: string | undefined): number {
   const n = Number(s);
   if (!/^\d*\.?\d+$/.test(s.trim()) || !(n >= 0 && n <= 1)) throw new Error(`--spending-rate must be a number 0..1, got '${s}'`);
   return Math.round(n * 1_000_000);
+}
+
+/** The info hash (hex) of a magnet link or a hex/base32 info hash; the text itself if it is neither. */
+function infoHashOfId(id: string): string {
+  try {
+    return Buffer.from(parseTorrentId(id).infoHash).toString('hex');
+  } catch {
+    return id.toLowerCase();
+  }
 }
 
 function parseBase(s: string | undefined, what: string): bigint | undefined {
@@ -183,13 +192,13 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
     ctx.log(`speed: ${pendingRestore.length} unclosed channel(s) from an earlier run restored (${formatBtt(sum)} BTT owed to us); closing them on the ledger`);
   }
   const held = new Map<SpeedAgent, PersistedChannel[]>();
-  const saveAll = () => {
-    try {
-      store.save(mergePersisted(pendingRestore, ...held.values()));
-    } catch (e) {
-      ctx.log(`speed: could not save channel states to ${store.file} (${(e as Error).message}): a crash now would lose unclosed earnings`);
-    }
-  };
+  // Group commit off the event loop (one fsync for every state accepted while the previous write ran); every save
+  // goes through it, so two writes never race on the temp file.
+  const saveAllDurable = (): Promise<void> =>
+    store.saveLatest(() => mergePersisted(pendingRestore, ...held.values())).catch((e: Error) => {
+      ctx.log(`speed: could not save channel states to ${store.file} (${e.message}): a crash now would lose unclosed earnings`);
+      throw e;
+    });
   const rate = spendingRatePpm / 1_000_000;
   const bal = balance === undefined ? 'unknown (ledger unreachable)' : `${formatBtt(balance)} BTT`;
   const cap =
@@ -207,7 +216,11 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
   const retryMs = ctx.balanceRetryMs ?? 10_000;
   const refresh = (a: SpeedAgent) =>
     a.refreshBalance().then(
-      () => void balanceRetry.delete(a),
+      () => {
+        balanceRetry.delete(a);
+        // First bid now (with the balance known), not at the next tick: transfers of a few seconds would be over.
+        void a.tick().catch((e: Error) => ctx.log(`speed: ${e.message}`));
+      },
       (e: Error) => {
         if (!balanceRetry.has(a)) ctx.log(`speed: balance unavailable (${e.message}); bidding waits for the ledger (retrying)`);
         balanceRetry.set(a, now() + retryMs);
@@ -229,8 +242,9 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
     stateFile: store.file,
     restored: rec.channels,
     perTorrentOptions(torrent, remainingBytes) {
-      const meta = typeof torrent === 'object' && !Buffer.isBuffer(torrent) ? (torrent as Metainfo) : undefined;
-      const infoHash = meta ? Buffer.from(meta.infoHash).toString('hex') : Buffer.isBuffer(torrent) ? torrent.toString('hex') : String(torrent).toLowerCase();
+      // A Buffer is a .torrent file's bytes (what the CLI reads), or a raw 20-byte info hash; a string a magnet/hex.
+      const meta = Buffer.isBuffer(torrent) ? (torrent.length === 20 ? undefined : parseTorrent(torrent)) : typeof torrent === 'object' ? (torrent as Metainfo) : undefined;
+      const infoHash = meta ? Buffer.from(meta.infoHash).toString('hex') : Buffer.isBuffer(torrent) ? torrent.toString('hex') : infoHashOfId(String(torrent));
       const agent = new SpeedAgent({
         ledger: l,
         ledgerId,
@@ -245,7 +259,7 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
         // Written durably before the ack goes out (SpeedAgent calls this first).
         persist: (list) => {
           held.set(agent, list);
-          saveAll();
+          return saveAllDurable();
         },
       });
       agent.on('warning', (m: string) => ctx.log(`speed: ${m}`));
@@ -255,7 +269,7 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
         agent.provider.importChannels(pendingRestore, now());
         held.set(agent, agent.provider.exportChannels());
         pendingRestore = [];
-        saveAll();
+        saveAllDurable().catch(() => {}); // failure already logged
       }
       void refresh(agent);
       agents.set(infoHash, agent);
@@ -263,14 +277,16 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
       return agent.torrentOptions();
     },
     attach(t) {
-      agents.get(t.infoHash.toString('hex'))?.attach(t);
+      const agent = agents.get(t.infoHash.toString('hex'));
+      if (agent) agent.attach(t);
+      else ctx.log(`speed: no agent for torrent ${t.infoHash.toString('hex')}: Speed is not active on it`);
     },
     async close() {
       clearInterval(tick);
       await Promise.all(agentList.map((a) => a.shutdown().catch((e: Error) => ctx.log(`speed: closing channels failed: ${e.message}`))));
       // What could not be closed stays on disk for the next start (empty: the file is removed).
       for (const a of agentList) held.set(a, a.provider.exportChannels());
-      saveAll();
+      await saveAllDurable().catch(() => {}); // failure already logged
       const left = mergePersisted(pendingRestore, ...held.values());
       if (left.length > 0) ctx.log(`speed: ${left.length} channel(s) could not be closed now; kept in ${store.file}, closed on the next start`);
     },

@@ -26,7 +26,7 @@ options:
   --rate KIB       seeder upload limit, KiB/s (default 1024)
   --leecher-rate KIB  each leecher's upload limit, KiB/s (default 64; 0 = unlimited)
   --slots N        seeder regular unchoke slots (default 2)
-  --max-unpaid K   provider exposure: unpaid pieces per requester (default 1)
+  --max-unpaid K   provider exposure: unpaid pieces per requester (default: the pieces in 4 MiB, 2..64)
   --timeout S      give up after S seconds (default 300)
   --json           print the final report as JSON
   -h, --help       this help
@@ -61,7 +61,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       rate: { type: 'string', default: '1024' },
       'leecher-rate': { type: 'string', default: '64' },
       slots: { type: 'string', default: '2' },
-      'max-unpaid': { type: 'string', default: '1' },
+      'max-unpaid': { type: 'string' },
       timeout: { type: 'string', default: '300' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -84,7 +84,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
   const rateKiB = num(values.rate!, 'rate', 16, 1 << 20);
   const leechRateKiB = num(values['leecher-rate']!, 'leecher-rate', 0, 1 << 20);
   const slots = num(values.slots!, 'slots', 1, 16);
-  const maxUnpaid = num(values['max-unpaid']!, 'max-unpaid', 1, 64);
+  const maxUnpaid = values['max-unpaid'] === undefined ? undefined : num(values['max-unpaid'], 'max-unpaid', 1, 64);
   const timeoutS = num(values.timeout!, 'timeout', 5, 86_400);
   const log = (s: string) => {
     if (!values.json) console.log(s);
@@ -134,7 +134,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
           remainingBytes: () => (holder.t ? Math.max(0, holder.t.stats().wantedBytes - holder.t.stats().verifiedBytes) : kind === 'seeder' ? 0 : sizeMiB << 20),
           bidding: { enabled: kind === 'bidder' },
           reservePrice: kind === 'seeder' ? 1000n : 0n,
-          provider: { maxUnpaid: maxUnpaid },
+          provider: { maxUnpaid },
         });
         agent.on('warning', (m: string) => log(`  [${name}] ${m}`));
       }

@@ -34,7 +34,7 @@ export interface ProviderPaymentsOptions {
   /** Our ledger id (32 bytes) and wallet public key (the payee of every channel). */
   ledgerId: Buffer;
   publicKey: Buffer;
-  /** K: most pieces a requester may have received and not paid for (default 1). */
+  /** K: most pieces a requester may have received and not paid for (default 1 here; SpeedAgent uses defaultMaxUnpaid). */
   maxUnpaid?: number;
   /** Time from the requester's HAVE for a piece to its payment (default 30 s). */
   paymentTimeoutMs?: number;
@@ -104,6 +104,20 @@ export type ProviderAction =
   | { type: 'ban'; requester: string; until: number; reason: string }
   | { type: 'close'; requester: string; channelId: Buffer; state: PaymentState; sig: Buffer; reason: 'expiry' | 'superseded' | 'idle' }
   | { type: 'abandon'; requester: string; channelId: Buffer; reason: string };
+
+/** Unpaid data a provider risks per requester by default (see defaultMaxUnpaid). */
+export const DEFAULT_UNPAID_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Default K for a torrent's piece length: the pieces in 4 MiB, at least 2 and at most 64. The risk is a few MiB per
+ * requester (an optimistic unchoke gives away more), and it keeps a loopback-speed transfer flowing: with K = 1 every
+ * piece waits a full payment round trip, and K ≥ 4 lets the requester pay for ⌊K/2⌋ pieces with one signature
+ * (16 pieces of 256 KiB: a payment per 2 MiB, with 2 MiB of room left while it travels).
+ */
+export function defaultMaxUnpaid(pieceLength: number): number {
+  if (!Number.isSafeInteger(pieceLength) || pieceLength <= 0) return 2;
+  return Math.min(64, Math.max(2, Math.ceil(DEFAULT_UNPAID_BYTES / pieceLength)));
+}
 
 /** One instance per provider identity (shared by all torrents on the same wallet). Keys are requester wallet keys. */
 export class ProviderPayments {
@@ -551,6 +565,8 @@ export interface RequesterPaymentsOptions {
 export type PayResult =
   | { type: 'payment'; message: PaymentMessage; amount: bigint }
   | { type: 'need_channel'; piece: number; amount: bigint }
+  /** Held to be paid together with the next verified piece(s), or by flushDue(). */
+  | { type: 'deferred'; piece: number; amount: bigint }
   | { type: 'nothing' };
 
 /** One per (torrent, provider) connection with an authenticated Speed provider. */
@@ -569,6 +585,10 @@ export class RequesterPayments {
    */
   private inFlight: bigint[] = [];
   private badPieces = 0;
+  /** Pay for this many verified pieces with one signed state (setProviderLimit). */
+  private batchPieces = 1;
+  /** Verified pieces held back to be paid in one state: the newest piece, the summed amount, how many pieces. */
+  private due?: { piece: number; amount: bigint; pieces: number };
   /** Total signed over to this provider, across channels. */
   paid = 0n;
   banned = false;
@@ -617,13 +637,41 @@ export class RequesterPayments {
     return this.owedByPiece.get(piece) ?? 0n;
   }
 
-  /** `piece` passed its hash check: pay for this provider's bytes in it (if any were paid). */
+  /**
+   * The provider's unpaid-piece limit K (its bid_response). With K ≥ 4 one signed state pays for ⌊K/2⌋ verified
+   * pieces: half the signatures, signature checks and messages on both sides at full speed, while the provider keeps
+   * K − ⌊K/2⌋ pieces of room to go on sending. Below 4 every piece is paid on its own (a held piece would stall it).
+   */
+  setProviderLimit(k: number): void {
+    this.batchPieces = Number.isInteger(k) && k >= 4 ? Math.floor(k / 2) : 1;
+  }
+
+  /** `piece` passed its hash check: pay for this provider's bytes in it (if any were paid), possibly with others (setProviderLimit). */
   onPieceVerified(piece: number): PayResult {
     this.contributed.delete(piece);
     const amount = this.owedByPiece.get(piece) ?? 0n;
     this.owedByPiece.delete(piece);
     if (amount === 0n) return { type: 'nothing' };
-    return this.pay(piece, amount);
+    const ch = this.channel;
+    const d = (this.due ??= { piece, amount: 0n, pieces: 0 });
+    d.piece = piece;
+    d.amount += amount;
+    d.pieces++;
+    if (d.pieces < this.batchPieces && ch && this.queue.length === 0 && ch.cumulative + d.amount <= ch.deposit) return { type: 'deferred', piece, amount };
+    return this.flushDue();
+  }
+
+  /** Pay now for the verified pieces held back by onPieceVerified (the agent calls this on its tick, on choke and when the download completes). */
+  flushDue(): PayResult {
+    const d = this.due;
+    if (!d) return { type: 'nothing' };
+    this.due = undefined;
+    return this.pay(d.piece, d.amount);
+  }
+
+  /** Verified pieces held back and not yet paid (0 when none). */
+  get dueAmount(): bigint {
+    return this.due?.amount ?? 0n;
   }
 
   /**

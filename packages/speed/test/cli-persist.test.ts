@@ -15,7 +15,8 @@ import { BTT, signPaymentState, encryptKeystore, writeKeystore, type KeyPair, ty
 import { setupSpeed } from '../src/cli-options.js';
 import type { PersistedChannel } from '../src/payments.js';
 import { ChannelStateStore, decodePersisted, encodePersisted, mergePersisted, speedStateDir } from '../src/persist.js';
-import { tempDir, wallet, openLedger } from './speed-swarm.js';
+import { tempDir, wallet, openLedger, makePayload } from './speed-swarm.js';
+import { Session } from '@bitorrent/core';
 
 const START = 100n * BTT;
 const HOUR = 3_600_000;
@@ -225,4 +226,70 @@ test('persist codec and store: round trip, merge, hostile files give clear error
   store.save(rec.channels);
   store.adopt(rec.files);
   assert.deepEqual(readdirSync(sdir).sort(), [`channels-${pid}.json`, 'channels-424242.json'].sort());
+});
+
+test('store group commit: concurrent saveLatest calls share writes, each resolves after a write holding its state, the file ends with the newest', async (t) => {
+  const dir = tempDir(t, 'speed-group-');
+  const store = new ChannelStateStore(join(dir, 's'), { pid: 777, isAlive: () => false });
+  const ch = (cum: bigint): PersistedChannel => ({
+    requester: 'cd'.repeat(32),
+    info: { id: Buffer.alloc(32, 4), ledgerId: Buffer.alloc(32, 9), requester: Buffer.alloc(32, 0xcd), provider: Buffer.alloc(32, 1), deposit: 10n ** 30n, expiresAt: 1_900_000_000_000, status: 'open', settled: 0n, openedAt: 1 } as unknown as PersistedChannel['info'],
+    sequence: cum,
+    cumulative: cum,
+    sig: Buffer.alloc(64, 4),
+  });
+  let current = 0n;
+  let reads = 0;
+  const get = () => {
+    reads++;
+    return [ch(current)];
+  };
+  const done: Promise<void>[] = [];
+  const onDisk: bigint[] = [];
+  for (let i = 1n; i <= 50n; i++) {
+    current = i;
+    const mine = i;
+    // When a caller's promise resolves, the file holds its state or a newer one.
+    done.push(store.saveLatest(get).then(() => {
+      const c = decodePersisted(readFileSync(store.file, 'utf8'))[0].cumulative;
+      assert.ok(c >= mine, `save ${mine} resolved with ${c} on disk`);
+      onDisk.push(c);
+    }));
+    if (i % 10n === 0n) await new Promise<void>((r) => setImmediate(r));
+  }
+  await Promise.all(done);
+  assert.ok(reads < 50 && reads >= 2, `${reads} writes for 50 saves`);
+  assert.equal(decodePersisted(readFileSync(store.file, 'utf8'))[0].cumulative, 50n);
+  // A failing write rejects exactly the callers it covered; the next one succeeds again.
+  current = 0n;
+  await store.saveLatest(() => []);
+  assert.equal(existsSync(store.file), false, 'empty list removes the file');
+  await assert.rejects(store.saveLatest(() => { throw new Error('disk full'); }), /disk full/);
+  await store.saveLatest(() => [ch(60n)]);
+  assert.equal(decodePersisted(readFileSync(store.file, 'utf8'))[0].cumulative, 60n);
+});
+
+test('setupSpeed: a torrent given as .torrent file bytes (as the CLI reads it) gets its agent attached; a magnet too', async (t) => {
+  const dir = tempDir(t, 'speed-cli-attach-');
+  const keys = wallet(0x45);
+  const ledger = await openLedger(t, dir, [keys.publicKey], START);
+  const walletPath = join(dir, 'wallet.json');
+  writeKeystore(walletPath, encryptKeystore(keys, 'pw', 1 << 10));
+  const logs: string[] = [];
+  const s = (await setupSpeed({ speed: true, wallet: walletPath }, { stdout: () => {}, log: (m: string) => void logs.push(m), env: { BITORRENT_PASSPHRASE: 'pw' }, ledger, stateDir: join(dir, 'st') }))!;
+  t.after(() => s.close());
+  const { seedDir, torrent } = await makePayload(dir, 4 * 16384, 16384);
+  const session = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  t.after(() => session.close());
+  const opts = s.perTorrentOptions(torrent, () => 0);
+  const tor = await session.add({ ...opts, torrent, path: seedDir, seed: true, skipHashCheck: true });
+  s.attach(tor);
+  const magnet = `magnet:?xt=urn:btih:${'ab'.repeat(20)}`;
+  const tor2 = await session.add({ ...s.perTorrentOptions(magnet, () => 0), torrent: magnet, path: join(dir, 'm') });
+  s.attach(tor2);
+  assert.equal(s.agents.length, 2);
+  // Attached: the agent listens for verified pieces (payments) on each torrent.
+  assert.equal(tor.listenerCount('verified'), 1);
+  assert.equal(tor2.listenerCount('verified'), 1);
+  assert.deepEqual(logs.filter((l) => /no agent for torrent/.test(l)), [], logs.join('\n'));
 });

@@ -433,3 +433,96 @@ test('pipelined payments: an ack for an older state while a later payment is in 
   // A duplicate of an old ack after everything was acknowledged means the provider holds less: re-send.
   assert.equal(r.onAck(a1.ack).resend?.amount, m2.amount);
 });
+
+test('property: batched payments (setProviderLimit K) — ⌊K/2⌋ pieces per state from K ≥ 4, exposure ≤ K, never a stall, exact totals after a flush', () => {
+  const op = fc.oneof(
+    { weight: 8, arbitrary: fc.record({ t: fc.constant('block' as const), piece: fc.integer({ min: 0, max: 11 }) }) },
+    { weight: 2, arbitrary: fc.record({ t: fc.constant('deliver' as const), n: fc.integer({ min: 1, max: 3 }) }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant('ack' as const), n: fc.integer({ min: 1, max: 3 }) }) },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant('flush' as const) }) },
+  );
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 10 }), fc.array(op, { maxLength: 200 }), (K, ops) => {
+      const { p, r, key } = setup({ K });
+      const PRICE = 7n;
+      assert.ok(r.onBidResponse(PRICE, PRICE).ok);
+      r.setProviderLimit(K);
+      p.setPrice(key, PRICE);
+      openChannel(p, r, key, channel(10n ** 12n, 10 * HOUR), 0);
+      const batch = K >= 4 ? Math.floor(K / 2) : 1;
+      const got = new Map<number, number>();
+      const verified = new Set<number>();
+      const toProvider: PaymentMessage[] = [];
+      const toRequester: ReturnType<ProviderPayments['onPayment']>[] = [];
+      let value = 0n;
+      let deferredRun = 0; // verified pieces since the last payment
+      const send = (res: ReturnType<RequesterPayments['onPieceVerified']>) => {
+        if (res.type === 'payment') {
+          toProvider.push(res.message);
+          deferredRun = 0;
+        } else assert.equal(res.type, 'nothing');
+      };
+      for (const o of ops) {
+        if (o.t === 'block') {
+          if (verified.has(o.piece) || (got.get(o.piece) ?? 0) >= 4) continue;
+          if (!p.canServe(key, o.piece, 0).ok) continue;
+          p.onBlockSent(key, o.piece, BLOCK, 0);
+          r.onBlock(o.piece, BLOCK);
+          const n = (got.get(o.piece) ?? 0) + 1;
+          got.set(o.piece, n);
+          if (n === 4) {
+            verified.add(o.piece);
+            value += PRICE * BigInt(PIECE);
+            const res = r.onPieceVerified(o.piece);
+            deferredRun++;
+            if (res.type === 'deferred') assert.ok(deferredRun < batch, `held ${deferredRun} pieces with a batch of ${batch}`);
+            else send(res);
+          }
+        } else if (o.t === 'deliver') {
+          for (const m of toProvider.splice(0, o.n)) {
+            const res = p.onPayment(key, m, 0);
+            assert.ok(res.ok);
+            toRequester.push(res);
+          }
+        } else if (o.t === 'ack') {
+          for (const a of toRequester.splice(0, o.n)) assert.equal(r.onAck((a as { ack: Parameters<RequesterPayments['onAck']>[0] }).ack).error, undefined);
+        } else send(r.flushDue());
+        const acc = p.account(key)!;
+        assert.ok(acc.unpaidPieces <= K, `unpaid ${acc.unpaidPieces} > K ${K}`);
+        assert.ok(r.paid <= value, 'paid ahead of verification');
+        // Never a stall: with nothing in flight, the provider is not held at K by pieces the requester verified.
+        if (toProvider.length === 0 && acc.unpaidPieces === K) {
+          const open = [...got].filter(([i, n]) => n < 4 && !verified.has(i)).length;
+          assert.ok(open > 0, `provider at K=${K} with every unpaid piece verified and no payment in flight`);
+        }
+      }
+      send(r.flushDue());
+      for (const m of toProvider.splice(0)) assert.ok(p.onPayment(key, m, 0).ok);
+      assert.equal(r.dueAmount, 0n);
+      assert.equal(r.paid, value);
+      assert.equal(p.account(key)!.earned, value);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('batched payments: K = 8 pays 4 pieces per signed state; K < 4 pays every piece', () => {
+  for (const [K, perState] of [[8, 4], [4, 2], [3, 1], [1, 1]] as const) {
+    const { p, r, key } = setup({ K });
+    assert.ok(r.onBidResponse(2n, 2n).ok);
+    r.setProviderLimit(K);
+    p.setPrice(key, 2n);
+    openChannel(p, r, key, channel(10n ** 12n, 10 * HOUR), 0);
+    let payments = 0;
+    for (let piece = 0; piece < 16; piece++) {
+      assert.ok(servePiece(p, r, key, piece, 0), `K=${K} piece ${piece} refused`);
+      const res = r.onPieceVerified(piece);
+      if (res.type === 'payment') {
+        payments++;
+        assert.ok(p.onPayment(key, res.message, 0).ok);
+      }
+    }
+    assert.equal(payments, 16 / perState, `K=${K}`);
+    assert.equal(p.account(key)!.earned, 2n * 16n * BigInt(PIECE));
+  }
+});
