@@ -38,6 +38,22 @@ function servePiece(p: ProviderPayments, r: RequesterPayments, key: string, piec
   return true;
 }
 
+/**
+ * One block of `piece` (4 blocks each) if the provider serves it now; true when that block completed the piece, which
+ * is then marked verified (the caller pays for it).
+ */
+function serveOneBlock(p: ProviderPayments, r: RequesterPayments, key: string, piece: number, got: Map<number, number>, verified: Set<number>): boolean {
+  if (verified.has(piece) || (got.get(piece) ?? 0) >= 4) return false;
+  if (!p.canServe(key, piece, 0).ok) return false;
+  p.onBlockSent(key, piece, BLOCK, 0);
+  r.onBlock(piece, BLOCK);
+  const n = (got.get(piece) ?? 0) + 1;
+  got.set(piece, n);
+  if (n < 4) return false;
+  verified.add(piece);
+  return true;
+}
+
 function openChannel(p: ProviderPayments, r: RequesterPayments, key: string, info: ChannelInfo, now: number): PaymentMessage[] {
   const { announce, payments } = r.onChannelOpened(info);
   assert.equal(p.onChannelAnnounced(key, Buffer.from(announce.channel)), 'fetch');
@@ -375,15 +391,9 @@ test('property: exposure bound — provider unpaid pieces ≤ K at every step, r
       let resends = 0;
       for (const o of ops) {
         if (o.t === 'block') {
-          if (verified.has(o.piece) || (got.get(o.piece) ?? 0) >= 4) continue;
-          if (!p.canServe(key, o.piece, 0).ok) continue;
-          p.onBlockSent(key, o.piece, BLOCK, 0);
-          r.onBlock(o.piece, BLOCK);
-          const n = (got.get(o.piece) ?? 0) + 1;
-          got.set(o.piece, n);
-          if (n === 4) {
+          if (!serveOneBlock(p, r, key, o.piece, got, verified)) continue;
+          {
             // Verified: the requester pays for it (and only now).
-            verified.add(o.piece);
             paidValue += PRICE * BigInt(PIECE);
             const res = r.onPieceVerified(o.piece);
             assert.equal(res.type, 'payment');
@@ -464,14 +474,8 @@ test('property: batched payments (setProviderLimit K) — ⌊K/2⌋ pieces per s
       };
       for (const o of ops) {
         if (o.t === 'block') {
-          if (verified.has(o.piece) || (got.get(o.piece) ?? 0) >= 4) continue;
-          if (!p.canServe(key, o.piece, 0).ok) continue;
-          p.onBlockSent(key, o.piece, BLOCK, 0);
-          r.onBlock(o.piece, BLOCK);
-          const n = (got.get(o.piece) ?? 0) + 1;
-          got.set(o.piece, n);
-          if (n === 4) {
-            verified.add(o.piece);
+          if (!serveOneBlock(p, r, key, o.piece, got, verified)) continue;
+          {
             value += PRICE * BigInt(PIECE);
             const res = r.onPieceVerified(o.piece);
             deferredRun++;
