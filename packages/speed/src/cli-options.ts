@@ -18,7 +18,7 @@
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { parseTorrent, parseTorrentId, type AddTorrentOptions, type Metainfo, type Torrent } from '@bitorrent/core';
+import { parseSize, parseTorrent, parseTorrentId, type AddTorrentOptions, type Metainfo, type Torrent } from '@bitorrent/core';
 import { LedgerClient, formatBtt, parseBtt, type KeyPair } from '@bitorrent/ledger';
 import { defaultKeystorePath, readKeystore, decryptKeystore } from '@bitorrent/ledger';
 import { SpeedAgent, type SpeedLedgerApi } from './agent.js';
@@ -32,6 +32,7 @@ export const speedCliOptions = {
   'spending-rate': { type: 'string' },
   'max-spend': { type: 'string' },
   'reserve-price': { type: 'string' },
+  'unpaid-limit': { type: 'string' },
   ledger: { type: 'string' },
   wallet: { type: 'string' },
 } as const;
@@ -42,6 +43,8 @@ export const SPEED_HELP = `BitTorrent Speed (off by default):
   --spending-rate R    fraction of the balance a torrent's bid may spend, 0..1 (default 1)
   --max-spend BTT      most one torrent may spend (default: no cap beyond the wallet balance)
   --reserve-price P    as a provider, lowest price accepted, base units per byte (default 0)
+  --unpaid-limit SIZE  as a provider, data a requester may receive before paying, e.g. 1M (default 4M;
+                       rounded to whole pieces, 1..1024; larger keeps fast transfers flowing)
   --ledger URL         ledger server (default $BITORRENT_LEDGER_URL)
   --wallet FILE        keystore (default $BITORRENT_HOME/wallet.json); passphrase from $BITORRENT_PASSPHRASE`;
 
@@ -51,6 +54,7 @@ export interface SpeedFlags {
   'spending-rate'?: string;
   'max-spend'?: string;
   'reserve-price'?: string;
+  'unpaid-limit'?: string;
   ledger?: string;
   wallet?: string;
   /** The CLI's --state-dir (shared with resume data): provider channel states go to <state-dir>/speed/. */
@@ -131,6 +135,15 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
     }
   }
   const reservePrice = parseBase(flags['reserve-price'], 'reserve-price') ?? 0n;
+  let unpaidBytes: number | undefined;
+  if (flags['unpaid-limit'] !== undefined) {
+    try {
+      unpaidBytes = parseSize(flags['unpaid-limit']);
+    } catch {
+      unpaidBytes = NaN;
+    }
+    if (!(unpaidBytes > 0)) throw new Error(`--unpaid-limit must be a size such as 512K or 4M, got '${flags['unpaid-limit']}'`);
+  }
   const walletPath = flags.wallet ?? defaultKeystorePath(env);
   if (!existsSync(walletPath)) {
     ctx.log(`Speed off: no wallet at ${walletPath} (create one with 'bitorrent wallet create'); running as a plain BitTorrent peer.`);
@@ -255,7 +268,8 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
         remainingBytes,
         bidding: { enabled: spendingRatePpm > 0, spendingRatePpm, maxSpend },
         reservePrice,
-        provider: ctx.provider,
+        // K: --unpaid-limit in whole pieces of this torrent (its default: defaultMaxUnpaid, the pieces in 4 MiB).
+        provider: unpaidBytes === undefined ? ctx.provider : { ...ctx.provider, maxUnpaid: Math.min(1024, Math.max(1, Math.ceil(unpaidBytes / (meta?.pieceLength ?? 256 * 1024)))) },
         // Written durably before the ack goes out (SpeedAgent calls this first).
         persist: (list) => {
           held.set(agent, list);

@@ -41,6 +41,15 @@ test('setupSpeed: off unless --speed and a wallet; disclosure states the cap, ra
   assert.ok(opts.choker && opts.uploadGate);
   assert.equal(s.agents.length, 1);
 
+  assert.equal(s.agents[0].provider.maxUnpaid, 16, 'default K: 4 MiB of 256 KiB pieces (no metadata yet)');
+  // --unpaid-limit in whole pieces of the torrent.
+  const s2 = await setupSpeed(parse(['--speed', '--unpaid-limit', '1M']), ctx);
+  assert.ok(s2);
+  t.after(() => s2.close());
+  s2.perTorrentOptions(Buffer.alloc(20, 8), () => 1 << 20);
+  assert.equal(s2.agents[0].provider.maxUnpaid, 4);
+  await assert.rejects(setupSpeed(parse(['--speed', '--unpaid-limit', 'lots']), ctx), /--unpaid-limit must be a size/);
+  await assert.rejects(setupSpeed(parse(['--speed', '--unpaid-limit', '0']), ctx), /--unpaid-limit must be a size/);
   await assert.rejects(setupSpeed(parse(['--speed', '--spending-rate', '1.5']), ctx), /--spending-rate must be a number 0\.\.1/);
   await assert.rejects(setupSpeed(parse(['--speed', '--max-spend', 'lots']), ctx), /--max-spend must be a BTT amount/);
   await assert.rejects(setupSpeed(parse(['--speed']), { ...ctx, env: { ...env, BITORRENT_PASSPHRASE: 'wrong' } }), /wrong passphrase/);
