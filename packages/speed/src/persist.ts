@@ -207,7 +207,7 @@ export class ChannelStateStore {
   private lastWriteAt = -Infinity;
   private next?: { get: () => PersistedChannel[]; waiters: { resolve: () => void; reject: (e: Error) => void }[] };
   /** Writes start at most this often (ms): at full speed one write then covers dozens of payments (group commit). */
-  groupCommitMs = 50;
+  groupCommitMs = 100;
 
   /**
    * Group commit, off the event loop: resolves once a durable write that started after this call has completed.
