@@ -77,6 +77,9 @@ interface RequesterAccount {
   price: bigint;
   /** Open (not fully paid) pieces in service order. */
   unpaid: UnpaidPiece[];
+  /** Cached canServe result for the current price, and the cost of a block of the last size served. */
+  serveOk?: { ok: true; price: bigint };
+  blockCost?: { bytes: number; price: bigint; cost: bigint };
   /** Payment received beyond what was owed, applied to later pieces. */
   credit: bigint;
   current?: string;
@@ -117,6 +120,18 @@ export const DEFAULT_UNPAID_BYTES = 4 * 1024 * 1024;
 export function defaultMaxUnpaid(pieceLength: number): number {
   if (!Number.isSafeInteger(pieceLength) || pieceLength <= 0) return 2;
   return Math.min(64, Math.max(2, Math.ceil(DEFAULT_UNPAID_BYTES / pieceLength)));
+}
+
+const SERVE_FREE: ServeDecision = Object.freeze({ ok: true, price: 0n }) as ServeDecision;
+
+/** Loops rather than find/some with a closure: these run for every block served. */
+function findPiece(list: UnpaidPiece[], piece: number): UnpaidPiece | undefined {
+  for (let i = 0; i < list.length; i++) if (list[i].piece === piece) return list[i];
+  return undefined;
+}
+
+function hasPiece(list: UnpaidPiece[], piece: number): boolean {
+  return findPiece(list, piece) !== undefined;
 }
 
 /** One instance per provider identity (shared by all torrents on the same wallet). Keys are requester wallet keys. */
@@ -219,12 +234,14 @@ export class ProviderPayments {
     if (this.isBanned(key, now)) return { ok: false, reason: 'banned' };
     const a = this.accounts.get(key);
     if (!a) return { ok: false, reason: 'unknown_requester' };
-    if (a.price === 0n) return { ok: true, price: 0n };
+    if (a.price === 0n) return SERVE_FREE;
     if (a.suspended) return { ok: false, reason: 'suspended' };
     const ch = a.current !== undefined ? this.channels.get(a.current) : undefined;
     if (!ch || ch.closing || ch.superseded) return { ok: false, reason: 'no_channel' };
-    if (!a.unpaid.some((u) => u.piece === piece) && a.unpaid.length >= this.o.maxUnpaid) return { ok: false, reason: 'unpaid_limit' };
-    return { ok: true, price: a.price };
+    if (a.unpaid.length >= this.o.maxUnpaid && !hasPiece(a.unpaid, piece)) return { ok: false, reason: 'unpaid_limit' };
+    // Called for every block served: one decision object per price, not one per call.
+    if (a.serveOk?.price !== a.price) a.serveOk = { ok: true, price: a.price };
+    return a.serveOk;
   }
 
   /** We sent `bytes` of `piece`: charge them at the price in force. Call only after canServe said ok. */
@@ -232,8 +249,14 @@ export class ProviderPayments {
     const a = this.mustAccount(key);
     if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError('bytes must be a non-negative integer');
     if (a.price === 0n || bytes === 0) return 0n;
-    const cost = a.price * BigInt(bytes);
-    let u = a.unpaid.find((x) => x.piece === piece);
+    // Called for every block served: whole blocks at an unchanged price reuse one product.
+    let cost: bigint;
+    if (bytes === a.blockCost?.bytes && a.blockCost.price === a.price) cost = a.blockCost.cost;
+    else {
+      cost = a.price * BigInt(bytes);
+      a.blockCost = { bytes, price: a.price, cost };
+    }
+    let u = findPiece(a.unpaid, piece);
     if (!u) {
       u = { piece, owed: 0n, startedAt: now };
       a.unpaid.push(u);
