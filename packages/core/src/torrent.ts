@@ -142,9 +142,9 @@ export interface UploadGate {
   /**
    * The other direction, for the same plugin: at most this many distinct pieces with our requests outstanding at
    * this peer (undefined: no limit; see PickerPeer.maxPieces). Speed: whole pieces, K + 1 at a time, from a provider
-   * that charges us and holds requests beyond its unpaid-piece limit K.
+   * that charges us and holds requests beyond its unpaid-piece limit K. `rate`: what the peer sends us, bytes/s.
    */
-  maxRequestPieces?(peerKey: string): number | undefined;
+  maxRequestPieces?(peerKey: string, rate: number): number | undefined;
 }
 
 /** A number unique per (piece, offset): offsets below 2^32 and piece counts below 2^21 fit a safe integer. */
@@ -856,7 +856,7 @@ export class Torrent extends EventEmitter {
     peer.pipeline = Math.min(Math.max(peer.pipeline, target), peerQueue);
     // A peer we may only ask for a few whole pieces at a time (a paid provider) never has more than those pieces'
     // blocks out: size the pipeline to that, so the batching below still applies (else every block re-runs the picker).
-    const maxPieces = this.opts.uploadGate?.maxRequestPieces?.(peer.key);
+    const maxPieces = this.opts.uploadGate?.maxRequestPieces?.(peer.key, peer.downRate.rate());
     const pipeline = maxPieces !== undefined && maxPieces > 0 ? Math.min(peer.pipeline, Math.max(8, maxPieces * Math.ceil(this.metainfo!.pieceLength / BLOCK_SIZE))) : peer.pipeline;
     const want = pipeline - peer.outstanding.size;
     // Refill in batches (a quarter of the pipeline at a time) rather than one request per block received.

@@ -156,12 +156,15 @@ export class SpeedAgent extends EventEmitter {
    * Requester side (core asks through the UploadGate object): from a provider that charges us, request whole
    * pieces, at most K + 1 at a time (K = its unpaid-piece limit). It serves nothing beyond K unpaid pieces, so
    * requests for more pieces would only sit in its queue while slower peers are asked for the blocks our current
-   * piece still needs — delaying the piece, our payment, and so everything else it would send us.
+   * piece still needs — delaying the piece, our payment, and so everything else it would send us. Within that, about
+   * one second of what it sends us (at least 2 pieces): a slow provider with a large K would otherwise hold dozens of
+   * our pieces that faster peers could have finished.
    */
-  maxRequestPieces(peerKey: string): number | undefined {
+  maxRequestPieces(peerKey: string, rate = 0): number | undefined {
     const p = this.peers.get(peerKey);
     if (!p?.req || p.req.currentPrice === 0n) return undefined;
-    return (p.providerK ?? 1) + 1;
+    const bySpeed = Math.max(2, Math.ceil(rate / this.o.pieceLength) + 1);
+    return Math.min((p.providerK ?? 1) + 1, bySpeed);
   }
 
   /** The torrent's UploadGate: holds a Speed requester's requests while it is at its unpaid-piece limit (K). */
@@ -169,7 +172,7 @@ export class SpeedAgent extends EventEmitter {
     return {
       mayUpload: (peerKey, piece) => this.mayUpload(peerKey, piece),
       onBlockUploaded: (peerKey, piece, bytes) => this.onBlockUploaded(peerKey, piece, bytes),
-      maxRequestPieces: (peerKey) => this.maxRequestPieces(peerKey),
+      maxRequestPieces: (peerKey, rate) => this.maxRequestPieces(peerKey, rate),
     };
   }
 

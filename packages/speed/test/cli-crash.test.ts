@@ -57,7 +57,9 @@ test('bitorrent seed --speed: SIGKILL mid-transfer, restart, the persisted chann
   const expected = sum(saved);
   assert.ok(expected <= bAgent.totalPaid(), `disk ${expected}, signed ${bAgent.totalPaid()}`);
   assert.ok(expected < RESERVE * BigInt(PIECES * PIECE), 'the crash was mid-transfer');
-  assert.equal(expected % (RESERVE * BigInt(PIECE)), 0n, 'paid per whole piece');
+  // Not necessarily a whole number of pieces: blocks sent before the bid was answered are free (price 0), so the
+  // first paid piece can be partly free (docs/speed-protocol.md §5.2). Exactness is checked on the ledger below.
+  assert.ok(expected > 0n && expected % RESERVE === 0n, `persisted ${expected}: paid per byte at the reserve price`);
   const chId = saved[0].info.id;
   assert.equal((await svc.ledger.channel(chId))?.status, 'open');
   assert.equal((await svc.ledger.account(seederKeys.publicKey)).balance, 0n);
