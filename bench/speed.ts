@@ -15,13 +15,14 @@
  * Last line: one JSON object.
  */
 import { parseArgs } from 'node:util';
-import { mkdtempSync, mkdirSync, rmSync, openSync, writeSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Session, createTorrent, type Torrent } from '@bitorrent/core';
 import { Ledger, keyPairFromSeed, BTT, createLedgerServer, encryptKeystore, writeKeystore } from '@bitorrent/ledger';
 import { startBitorrent } from '@bitorrent/testbed';
+import { procCpuSeconds } from './transfer/procstat.js';
 import { SpeedAgent, defaultMaxUnpaid } from '@bitorrent/speed';
 import { runDemoCli } from '@bitorrent/speed/demo';
 
@@ -154,14 +155,6 @@ async function transfer(dir: string, torrent: Buffer, seedDir: string, speed: { 
   }
 }
 
-/** user + system CPU seconds of a running process (Linux /proc). */
-function procCpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
 /**
  * (a) as users run it: the real CLI, `bitorrent seed` and `bitorrent download` in two processes (each with its own
  * event loop, as two machines would have), with `--speed` (wallets, an HTTP ledger server in this process, durable
@@ -207,7 +200,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         (mode === 'on' ? ons : offs).push(size / 1e6 / seconds);
         // CPU of both processes (user + system, start-up included, the same in both modes): on a busy 2-core machine
         // a steadier view of Speed's cost than the wall clock.
-        const cpu = procCpuSeconds(seeder.process.pid) + procCpuSeconds(leecher.process.pid);
+        const cpu = (procCpuSeconds(seeder.process.pid) ?? NaN) + (procCpuSeconds(leecher.process.pid) ?? NaN);
         (mode === 'on' ? cpuOn : cpuOff).push(cpu);
         await leecher.stop();
         await seeder.stop(); // SIGTERM: the provider closes its channels on the ledger

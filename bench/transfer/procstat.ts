@@ -1,4 +1,4 @@
-/** Peak-RSS sampling from /proc/PID/status (Linux). */
+/** Per-process figures from /proc (Linux): peak RSS sampling, CPU time. */
 import { readFileSync } from 'node:fs';
 
 /** VmHWM (peak resident set) of a live process in bytes, or undefined if it is gone. */
@@ -6,6 +6,17 @@ export function peakRss(pid: number): number | undefined {
   try {
     const m = /VmHWM:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** user + system CPU seconds of a live process (all its threads), or undefined if it is gone. */
+export function procCpuSeconds(pid: number): number | undefined {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
   } catch {
     return undefined;
   }

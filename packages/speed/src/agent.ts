@@ -183,20 +183,16 @@ export class SpeedAgent extends EventEmitter {
   attach(torrent: Torrent): () => void {
     this.detach?.();
     this.torrent = torrent;
+    // Payments held back for batching are paid at completion by the HAVE hook (extension()), before that HAVE.
     const onPiece = (index: number) => void this.onPieceVerified(index);
-    // After the disk write: once nothing is left to download, pay what was held back before peers disconnect.
-    const onStored = (index: number) => {
-      void this.onPieceVerified(index);
-      if (torrent.isDownloadComplete()) void this.flushDuePayments();
-    };
     const onFail = (index: number, who: string[]) => this.onPieceFailed(index, who);
     // 'verified' comes right after the hash check, before the disk write; 'piece' after it (payment is idempotent).
     torrent.on('verified', onPiece);
-    torrent.on('piece', onStored);
+    torrent.on('piece', onPiece);
     torrent.on('hash-failure', onFail);
     this.detach = () => {
       torrent.off('verified', onPiece);
-      torrent.off('piece', onStored);
+      torrent.off('piece', onPiece);
       torrent.off('hash-failure', onFail);
       if (this.torrent === torrent) this.torrent = undefined;
       this.detach = undefined;

@@ -106,7 +106,7 @@ function parseRate(s: string | undefined): number {
 /** The info hash (hex) of a magnet link or a hex/base32 info hash; the text itself if it is neither. */
 function infoHashOfId(id: string): string {
   try {
-    return Buffer.from(parseTorrentId(id).infoHash).toString('hex');
+    return parseTorrentId(id).infoHashHex;
   } catch {
     return id.toLowerCase();
   }
@@ -257,7 +257,7 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
     perTorrentOptions(torrent, remainingBytes) {
       // A Buffer is a .torrent file's bytes (what the CLI reads), or a raw 20-byte info hash; a string a magnet/hex.
       const meta = Buffer.isBuffer(torrent) ? (torrent.length === 20 ? undefined : parseTorrent(torrent)) : typeof torrent === 'object' ? (torrent as Metainfo) : undefined;
-      const infoHash = meta ? Buffer.from(meta.infoHash).toString('hex') : Buffer.isBuffer(torrent) ? torrent.toString('hex') : infoHashOfId(String(torrent));
+      const infoHash = meta ? meta.infoHashHex : Buffer.isBuffer(torrent) ? torrent.toString('hex') : infoHashOfId(String(torrent));
       const agent = new SpeedAgent({
         ledger: l,
         ledgerId,

@@ -130,10 +130,6 @@ function findPiece(list: UnpaidPiece[], piece: number): UnpaidPiece | undefined 
   return undefined;
 }
 
-function hasPiece(list: UnpaidPiece[], piece: number): boolean {
-  return findPiece(list, piece) !== undefined;
-}
-
 /** One instance per provider identity (shared by all torrents on the same wallet). Keys are requester wallet keys. */
 export class ProviderPayments {
   readonly maxUnpaid: number;
@@ -238,7 +234,7 @@ export class ProviderPayments {
     if (a.suspended) return { ok: false, reason: 'suspended' };
     const ch = a.current !== undefined ? this.channels.get(a.current) : undefined;
     if (!ch || ch.closing || ch.superseded) return { ok: false, reason: 'no_channel' };
-    if (a.unpaid.length >= this.o.maxUnpaid && !hasPiece(a.unpaid, piece)) return { ok: false, reason: 'unpaid_limit' };
+    if (a.unpaid.length >= this.o.maxUnpaid && findPiece(a.unpaid, piece) === undefined) return { ok: false, reason: 'unpaid_limit' };
     // Called for every block served: one decision object per price, not one per call.
     if (a.serveOk?.price !== a.price) a.serveOk = { ok: true, price: a.price };
     return a.serveOk;

@@ -71,6 +71,14 @@ async function checkTransfer(s: Swarm): Promise<bigint> {
   return expected;
 }
 
+/** checkTransfer, then wait until the seeder has closed the superseded channels, and stop ticking. */
+async function completeTransfer(s: Swarm): Promise<bigint> {
+  const expected = await checkTransfer(s);
+  await until(() => s.sAgent.provider.exportChannels().length <= 1, () => `superseded channels closed: ${s.state()}`, 10_000);
+  s.tick.stop();
+  return expected;
+}
+
 /** Ledger balances: the seeder holds exactly what it earned, the bidder lost exactly that, nothing created. */
 async function checkLedger(s: Swarm, expected: bigint): Promise<void> {
   const l = s.svc.ledger;
@@ -90,10 +98,8 @@ test('ledger down while the requester needs a new channel: it says so, retries, 
   const stalledAt = s.bAgent.totalPaid();
   assert.ok(stalledAt > 0n && stalledAt <= RESERVE * BigInt(3 * PIECE), `paid ${stalledAt} while the ledger was down`);
   await s.svc.start();
-  const expected = await checkTransfer(s);
   // Superseded channels are closed as the transfer goes; then the last one with its last state.
-  await until(() => s.sAgent.provider.exportChannels().length <= 1, () => `superseded channels closed: ${s.state()}`, 10_000);
-  s.tick.stop();
+  const expected = await completeTransfer(s);
   await s.sAgent.shutdown();
   await checkLedger(s, expected);
   assert.ok(s.log.some((l) => /bidder channel-opened/.test(l)));
@@ -108,9 +114,7 @@ test('ledger down when the requester wins its first auction: it retries opening 
   assert.equal(s.bAgent.totalPaid(), 0n);
   assert.equal(s.bidder.torrent.stats().verifiedBytes, 0, 'paid data served without a channel');
   await s.svc.start();
-  const expected = await checkTransfer(s);
-  await until(() => s.sAgent.provider.exportChannels().length <= 1, () => `superseded channels closed: ${s.state()}`, 10_000);
-  s.tick.stop();
+  const expected = await completeTransfer(s);
   await s.sAgent.shutdown();
   await checkLedger(s, expected);
 });
@@ -124,9 +128,7 @@ test('ledger down when the provider must check a new channel: both sides say so,
   await s.warned('bidder', /says: ledger unreachable/, 'relaying the seeder\'s error');
   assert.equal(s.sAgent.provider.totalEarned(), 0n, 'nothing can be accepted on an unchecked channel');
   await s.svc.start();
-  const expected = await checkTransfer(s);
-  await until(() => s.sAgent.provider.exportChannels().length <= 1, () => `superseded channels closed: ${s.state()}`, 10_000);
-  s.tick.stop();
+  const expected = await completeTransfer(s);
   await s.sAgent.shutdown();
   await checkLedger(s, expected);
 });
@@ -134,9 +136,7 @@ test('ledger down when the provider must check a new channel: both sides say so,
 test('ledger down when the provider closes: the close fails loudly, the last state is kept, and it closes before expiry', async (t) => {
   const s = await outageSwarm(t, 0x71);
   await s.bAgent.refreshBalance();
-  const expected = await checkTransfer(s);
-  await until(() => s.sAgent.provider.exportChannels().length <= 1, () => `superseded channels closed: ${s.state()}`, 10_000);
-  s.tick.stop();
+  const expected = await completeTransfer(s);
   const held = s.sAgent.provider.exportChannels();
   assert.equal(held.length, 1);
   const last = held[0];

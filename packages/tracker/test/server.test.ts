@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { decode, asDict, asBytes, decodeCompactPeers } from '@bitorrent/core';
 import { startTracker } from '../src/server.js';
+import { udpConnect, udpAnnounce, collectUdpReplies } from './udp-packets.js';
 
 const pct = (b: Buffer): string => [...b].map((x) => '%' + x.toString(16).padStart(2, '0')).join('');
 const IH = Buffer.alloc(20, 0xcd);
@@ -100,11 +101,7 @@ test('UDP server: connect + announce round trip on loopback, forged ids answered
     const [m] = (await once(sock, 'message')) as [Buffer];
     return m;
   };
-  const c = Buffer.alloc(16);
-  c.writeUInt32BE(0x417, 0);
-  c.writeUInt32BE(0x27101980, 4);
-  c.writeUInt32BE(42, 12);
-  const cr = await rpc(c);
+  const cr = await rpc(udpConnect(42));
   assert.equal(cr.length, 16);
   assert.equal(cr.readUInt32BE(4), 42);
   const a = Buffer.alloc(98);
@@ -231,36 +228,13 @@ test('CLI --workers 2: shared UDP connection ids, announces replicated across wo
   const sock = createSocket('udp4');
   t.after(() => sock.close());
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-  const replies: Buffer[] = [];
-  let want = 0;
-  let wake: (() => void) | null = null;
-  sock.on('message', (m) => {
-    replies.push(m);
-    if (replies.length >= want && wake) wake();
-  });
-  const waitFor = (n: number): Promise<void> =>
-    new Promise((r) => {
-      want = n;
-      if (replies.length >= n) r();
-      else wake = r;
-    });
-  const cn = Buffer.alloc(16);
-  cn.writeUInt32BE(0x417, 0);
-  cn.writeUInt32BE(0x27101980, 4);
-  cn.writeUInt32BE(1, 12);
-  sock.send(cn, ports.udp_port, '127.0.0.1');
+  const { replies, waitFor } = collectUdpReplies(sock);
+  sock.send(udpConnect(1), ports.udp_port, '127.0.0.1');
   await waitFor(1);
   const conn = replies[0].subarray(8, 16);
   for (let i = 0; i < 40; i++) {
-    const a = Buffer.alloc(98);
-    conn.copy(a, 0);
-    a.writeUInt32BE(1, 8);
-    a.writeUInt32BE(100 + i, 12);
-    IH.copy(a, 16);
-    a.writeBigUInt64BE(0n, 64); // seeder
-    a.writeInt32BE(0, 92);
-    a.writeUInt16BE(5000 + i, 96);
-    sock.send(a, ports.udp_port, '127.0.0.1');
+    // left 0: a seeder.
+    sock.send(udpAnnounce({ conn, tx: 100 + i, infoHash: IH, left: 0n, numwant: 0, port: 5000 + i }), ports.udp_port, '127.0.0.1');
   }
   await waitFor(41);
   assert.deepEqual(

@@ -5,6 +5,7 @@ import { decode, asDict, asBytes, asInt, asList, decodeCompactPeers, type Bencod
 import { Tracker, parseIPv4, compactAddress, bep41Passkey, hexToInfoHash } from '../src/tracker.js';
 import { ConnectionIds, halfSipHash64 } from '../src/connid.js';
 import { RateLimiter } from '../src/ratelimit.js';
+import { udpConnect, udpAnnounce as announcePacket } from './udp-packets.js';
 
 const pct = (b: Buffer): string => [...b].map((x) => '%' + x.toString(16).padStart(2, '0')).join('');
 const IH = Buffer.alloc(20, 0xab);
@@ -148,26 +149,8 @@ test('private mode: passkey in path and allow-list; BEP 41 URL data carries the 
   assert.throws(() => hexToInfoHash('xyz'), /40-character/);
 });
 
-function udpConnect(tx = 7): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeUInt32BE(0x417, 0);
-  b.writeUInt32BE(0x27101980, 4);
-  b.writeUInt32BE(0, 8);
-  b.writeUInt32BE(tx, 12);
-  return b;
-}
 function udpAnnounce(conn: Buffer, port: number, left: bigint, event = 2, numwant = -1, ih = IH): Buffer {
-  const b = Buffer.alloc(98);
-  conn.copy(b, 0);
-  b.writeUInt32BE(1, 8);
-  b.writeUInt32BE(99, 12);
-  ih.copy(b, 16);
-  fixedBytes(20).copy(b, 36);
-  b.writeBigUInt64BE(left, 64);
-  b.writeUInt32BE(event, 80);
-  b.writeInt32BE(numwant, 92);
-  b.writeUInt16BE(port, 96);
-  return b;
+  return announcePacket({ conn, port, left, event, numwant, infoHash: ih, tx: 99, peerId: fixedBytes(20) });
 }
 
 test('UDP (BEP 15): connect, announce v4 and v6, scrape, error', () => {

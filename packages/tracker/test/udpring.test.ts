@@ -5,6 +5,7 @@ import { readdirSync } from 'node:fs';
 import { setImmediate as tick } from 'node:timers/promises';
 import { UdpSendThread } from '../src/udpring.js';
 import { startTracker } from '../src/server.js';
+import { udpConnect, udpAnnounce, collectUdpReplies } from './udp-packets.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
@@ -68,42 +69,17 @@ test('tracker with udpSendThread: announces answered, peers exchanged, close rel
   const srv = await startTracker({ host: '127.0.0.1', httpPort: null, udpPort: 0, udpSendThread: true });
   const port = srv.udpPort;
   const cl = await bound();
-  const replies = new Map<number, Buffer>();
-  let want = 0;
-  let wake: (() => void) | null = null;
-  cl.on('message', (m, r) => {
-    assert.equal(r.port, port, 'replies come from the tracker port');
-    replies.set(m.readUInt32BE(4), m);
-    if (replies.size >= want && wake) wake();
-  });
-  const waitFor = (n: number): Promise<void> =>
-    new Promise((r) => {
-      want = n;
-      if (replies.size >= n) r();
-      else wake = r;
-    });
-  const c = Buffer.alloc(16);
-  c.writeUInt32BE(0x417, 0);
-  c.writeUInt32BE(0x27101980, 4);
-  c.writeUInt32BE(1, 12);
-  cl.send(c, port, '127.0.0.1');
+  cl.on('message', (_m, r) => assert.equal(r.port, port, 'replies come from the tracker port'));
+  const { replies, waitFor } = collectUdpReplies(cl);
+  const byTx = (tx: number) => replies.find((m) => m.readUInt32BE(4) === tx);
+  cl.send(udpConnect(1), port, '127.0.0.1');
   await waitFor(1);
-  const cid = replies.get(1)!.subarray(8, 16);
-  const ih = Buffer.alloc(20, 0x5a);
+  const conn = byTx(1)!.subarray(8, 16);
+  const infoHash = Buffer.alloc(20, 0x5a);
   // 300 distinct peers (ports) announce as leechers in one burst; every one is answered.
-  for (let i = 0; i < 300; i++) {
-    const a = Buffer.alloc(98);
-    cid.copy(a, 0);
-    a.writeUInt32BE(1, 8);
-    a.writeUInt32BE(1000 + i, 12);
-    ih.copy(a, 16);
-    a.writeUInt32BE(1000, 68); // left
-    a.writeInt32BE(50, 92);
-    a.writeUInt16BE(20000 + i, 96);
-    cl.send(a, port, '127.0.0.1');
-  }
+  for (let i = 0; i < 300; i++) cl.send(udpAnnounce({ conn, tx: 1000 + i, infoHash, left: 1000n, numwant: 50, port: 20000 + i }), port, '127.0.0.1');
   await waitFor(301);
-  const last = replies.get(1299)!;
+  const last = byTx(1299)!;
   assert.equal(last.readUInt32BE(0), 1);
   const peers = (last.length - 20) / 6;
   assert.ok(peers > 0 && peers <= 50 && Number.isInteger(peers));
