@@ -39,8 +39,11 @@ export function udpAnnounce(f: UdpAnnounceFields): Buffer {
   return b;
 }
 
-/** Every datagram `sock` receives, in arrival order; waitFor(n) resolves once n have arrived. */
-export function collectUdpReplies(sock: Socket): { replies: Buffer[]; waitFor(n: number): Promise<void> } {
+/**
+ * Every datagram `sock` receives, in arrival order; waitFor(n) resolves once n have arrived, and rejects after
+ * `timeoutMs` (a lost datagram fails the test with a count instead of hanging it).
+ */
+export function collectUdpReplies(sock: Socket, timeoutMs = 15_000): { replies: Buffer[]; waitFor(n: number): Promise<void> } {
   const replies: Buffer[] = [];
   let want = 0;
   let wake: (() => void) | null = null;
@@ -51,10 +54,15 @@ export function collectUdpReplies(sock: Socket): { replies: Buffer[]; waitFor(n:
   return {
     replies,
     waitFor: (n) =>
-      new Promise((r) => {
+      new Promise((resolve, reject) => {
         want = n;
-        if (replies.length >= n) r();
-        else wake = r;
+        if (replies.length >= n) return resolve();
+        const timer = setTimeout(() => reject(new Error(`${replies.length} of ${n} UDP replies after ${timeoutMs} ms`)), timeoutMs);
+        wake = () => {
+          clearTimeout(timer);
+          wake = null;
+          resolve();
+        };
       }),
   };
 }
