@@ -74,7 +74,22 @@ async function startOpentracker(t: { after(fn: () => unknown): void }, infoHashe
     if (Date.now() > deadline) throw new Error('opentracker did not start');
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { port, http: `http://127.0.0.1:${port}/announce`, udp: `udp://127.0.0.1:${port}/announce` };
+  const http = `http://127.0.0.1:${port}/announce`;
+  // opentracker accepts connections before its whitelist is loaded (a separate thread reads it), so an early
+  // announce can be refused as "not authorized". Ready means a whitelisted hash is accepted; the probe peer is
+  // withdrawn with event=stopped so swarm counts stay as the test expects.
+  const probePeer = randomBytes(20);
+  for (;;) {
+    try {
+      await httpAnnounce(http, params(infoHashes[0], probePeer, 1, { numwant: 0 }));
+      break;
+    } catch (err) {
+      if (!(err instanceof TrackerError && err.fromTracker) || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  await httpAnnounce(http, params(infoHashes[0], probePeer, 1, { numwant: 0, event: 'stopped' }));
+  return { port, http, udp: `udp://127.0.0.1:${port}/announce` };
 }
 
 function skipOrFail(t: { skip(msg: string): void }): boolean {

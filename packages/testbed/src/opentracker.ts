@@ -90,6 +90,27 @@ export async function startOpentracker(opts: OpentrackerOptions = {}): Promise<O
   });
 
   const base = `http://${host}:${port}`;
+  // A whitelisted hash is answered without "failure reason" (event=stopped skips the
+  // whitelist check, so probe with a plain announce, then withdraw the probe peer).
+  const untilAccepted = async (infoHashes: Iterable<string>): Promise<void> => {
+    for (const h of infoHashes) {
+      const q = `${base}/announce?info_hash=${hexToUrl(h)}&peer_id=-TB0001-xxxxxxxxxxxx&port=1&compact=1&numwant=0`;
+      await waitFor(
+        async () => {
+          const d = bdecode(await httpGet(`${q}&left=1`)).value;
+          return isBDict(d) && d['failure reason'] === undefined;
+        },
+        { timeoutMs: 5000, intervalMs: 50, what: `opentracker to accept ${h}` },
+      );
+      await httpGet(`${q}&left=1&event=stopped`);
+    }
+  };
+  // opentracker listens before a separate thread has loaded the whitelist: an announce that
+  // comes too early is refused as "not authorized".
+  await untilAccepted(hashes).catch(async (err) => {
+    await proc.stop();
+    throw err;
+  });
   const scrape = async (infoHash: string): Promise<{ complete: number; incomplete: number; downloaded: number }> => {
     const body = await httpGet(`${base}/scrape?info_hash=${hexToUrl(infoHash)}`);
     const d = bdecode(body).value;
@@ -110,19 +131,7 @@ export async function startOpentracker(opts: OpentrackerOptions = {}): Promise<O
       for (const h of infoHashes) hashes.add(h.toLowerCase());
       await writeList();
       process.kill(proc.pid, 'SIGHUP');
-      // A whitelisted hash is answered without "failure reason" (event=stopped skips the
-      // whitelist check, so probe with a plain announce, then withdraw the probe peer).
-      for (const h of infoHashes) {
-        const q = `${base}/announce?info_hash=${hexToUrl(h)}&peer_id=-TB0001-xxxxxxxxxxxx&port=1&compact=1&numwant=0`;
-        await waitFor(
-          async () => {
-            const d = bdecode(await httpGet(`${q}&left=1`)).value;
-            return isBDict(d) && d['failure reason'] === undefined;
-          },
-          { timeoutMs: 5000, intervalMs: 50, what: `opentracker to accept ${h}` },
-        );
-        await httpGet(`${q}&left=1&event=stopped`);
-      }
+      await untilAccepted(infoHashes);
     },
     scrape,
     stop: () => proc.stop(),
