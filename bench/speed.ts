@@ -7,7 +7,8 @@
  *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 4 MiB). --rounds N (default 3) interleaved off/on pairs
  *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off). With --timeline, also prints a timeline
  *     summary of Speed ON: gate stalls (how long requests were held), and per piece the time from its last block
- *     sent to the requester's payment and from the payment to the next block served.
+ *     sent to the requester's payment and from the payment to the next block served. --cpu-prof DIR: V8 CPU profiles of
+ *     the two CLI processes (procs mode), one folder per run.
  * (b) Auction: `bitorrent demo` engine — a seeder limited to a fixed upload rate, 4 bidding and 4 non-bidding
  *     (Speed on, no bids) leechers, each leecher uploading at a much lower rate (the seeder is the scarce
  *     resource). Median completion per group; speedup = non-bidders / bidders; tokens_conserved = every wallet
@@ -43,6 +44,8 @@ const { values: args } = parseArgs({
     rounds: { type: 'string' },
     /** (a) procs: the real CLI in two processes; inproc: both sessions in this process; both (default). */
     mode: { type: 'string' },
+    /** (a, procs) write V8 CPU profiles of the seeder and leecher processes under this folder (<mode>-<round>-seed|leech). */
+    'cpu-prof': { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
@@ -190,11 +193,12 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
       const tag = `${mode}-${r}`;
       const dl = join(dir, `procs-dl-${tag}`);
       const speed = (wallet: string, provider: boolean) => (mode === 'on' ? ['--speed', '--wallet', wallet, '--ledger', url, ...(provider ? ['--spending-rate', '0', '--reserve-price', '1'] : [])] : []);
-      const seeder = startBitorrent(['seed', torrentPath, '--data', seedDir, '--no-resume', '--state-dir', join(dir, `st-s-${tag}`), ...common, ...speed(seedWallet, true)], { env });
+      const prof = (who: string) => (args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(args['cpu-prof'], `${tag}-${who}`)] : []);
+      const seeder = startBitorrent(['seed', torrentPath, '--data', seedDir, '--no-resume', '--state-dir', join(dir, `st-s-${tag}`), ...common, ...speed(seedWallet, true)], { env, nodeArgs: prof('seed') });
       let leecher: ReturnType<typeof startBitorrent> | undefined;
       try {
         const ready = await seeder.waitLine((l) => l.event === 'seeding', 600_000, 'the seeder to be ready');
-        leecher = startBitorrent(['download', torrentPath, '-o', dl, '--no-resume', '--state-dir', join(dir, `st-l-${tag}`), '--peer', `127.0.0.1:${ready.port}`, ...common, ...speed(leechWallet, false)], { env });
+        leecher = startBitorrent(['download', torrentPath, '-o', dl, '--no-resume', '--state-dir', join(dir, `st-l-${tag}`), '--peer', `127.0.0.1:${ready.port}`, ...common, ...speed(leechWallet, false)], { env, nodeArgs: prof('leech') });
         const done = await leecher.waitLine((l) => l.event === 'done', 1_800_000, 'the download to finish');
         const seconds = Number(done.seconds);
         (mode === 'on' ? ons : offs).push(size / 1e6 / seconds);

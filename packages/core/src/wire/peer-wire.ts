@@ -152,6 +152,7 @@ export class PeerWire extends EventEmitter {
   private readonly clock: Clock | undefined;
   private readonly writeBufferSize: number;
   private corked = false;
+  private queuedTotal = 0;
   private parsing = false;
   private awaitingLocalHandshake = false;
   private readingPaused = false;
@@ -241,6 +242,14 @@ export class PeerWire extends EventEmitter {
   /** Bytes queued in the socket, not yet handed to the kernel. */
   get writableLength(): number {
     return this.socket.writableLength;
+  }
+  /** Bytes ever given to the socket. A buffer passed to a write is free again once `flushedBytes` reaches this. */
+  get queuedBytes(): number {
+    return this.queuedTotal;
+  }
+  /** Bytes the socket has handed to the kernel (or dropped at destroy): nothing before this offset is referenced. */
+  get flushedBytes(): number {
+    return this.destroyed ? this.queuedTotal : this.queuedTotal - this.socket.writableLength;
   }
   /** True when the caller should wait for 'drain' before queueing more piece data. */
   get needsDrain(): boolean {
@@ -426,6 +435,7 @@ export class PeerWire extends EventEmitter {
       process.nextTick(this.uncork);
     }
     this.socket.write(buf);
+    this.queuedTotal += buf.length;
     this.lastSentAt = this.now();
     return true;
   }
