@@ -7,7 +7,8 @@
  *
  * A request larger than the burst is allowed once the bucket is full and puts the bucket in debt
  * (tokens go negative), so a 16 KiB block still passes a 1 KiB/s limit at the right average rate.
- * Waiters are served FIFO; `tryTake` never jumps ahead of queued waiters.
+ * Waiters are served FIFO within a priority; `tryTake` never jumps ahead of queued waiters of its own priority or
+ * higher (high priority passes normal waiters except while normal traffic is below NORMAL_SHARE).
  */
 
 import { systemClock, type Clock, type Timer } from './clock.js';
@@ -36,11 +37,30 @@ interface Waiter {
   reject: (e: Error) => void;
   signal?: AbortSignal;
   onAbort?: () => void;
+  priority: Priority;
 }
 
-/** Shared FIFO wait queue driven by a `ready(n)` predicate and a `delay(n)` estimate. */
+/**
+ * Priority of a transfer. PRIORITY_HIGH (e.g. an upload slot someone pays for) goes ahead of PRIORITY_NORMAL, except
+ * that while both are waiting, normal traffic still gets NORMAL_SHARE of the bytes granted, so it is slowed, never
+ * starved.
+ */
+export const PRIORITY_NORMAL = 0;
+export const PRIORITY_HIGH = 1;
+export type Priority = typeof PRIORITY_NORMAL | typeof PRIORITY_HIGH;
+/** Share of contended bandwidth kept for normal-priority transfers. */
+export const NORMAL_SHARE = 0.1;
+/** Grant accounting decays (both counters halve) past this many bytes, so the share is about recent traffic. */
+const SHARE_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Shared wait queue driven by a `ready(n)` predicate and a `delay(n)` estimate: FIFO within each priority lane;
+ * between lanes, high first unless normal traffic is below its share of recent grants.
+ */
 class WaitQueue {
-  private q: Waiter[] = [];
+  private lanes: [Waiter[], Waiter[]] = [[], []];
+  /** Bytes granted per priority, decayed (see SHARE_WINDOW_BYTES). */
+  private granted = [0, 0];
   private timer: Timer | undefined = undefined;
   constructor(
     private clock: BucketClock,
@@ -49,23 +69,52 @@ class WaitQueue {
   ) {}
 
   get length(): number {
-    return this.q.length;
+    return this.lanes[0].length + this.lanes[1].length;
   }
 
-  enqueue(n: number, signal?: AbortSignal): Promise<void> {
+  /** Normal traffic got less than its share of recent grants. */
+  private normalOwed(): boolean {
+    return this.granted[0] < NORMAL_SHARE * (this.granted[0] + this.granted[1]);
+  }
+
+  /** Whether a new request at `priority` must wait behind queued ones instead of taking tokens now. */
+  mustQueue(priority: Priority): boolean {
+    if (priority === PRIORITY_HIGH) return this.lanes[1].length > 0 || (this.lanes[0].length > 0 && this.normalOwed());
+    return this.length > 0;
+  }
+
+  /** Account `n` bytes granted at `priority`. */
+  noteGrant(n: number, priority: Priority): void {
+    this.granted[priority] += n;
+    if (this.granted[0] + this.granted[1] > SHARE_WINDOW_BYTES) {
+      this.granted[0] /= 2;
+      this.granted[1] /= 2;
+    }
+  }
+
+  /** The lane whose head is served next (-1: none waiting). */
+  private nextLane(): number {
+    const high = this.lanes[1].length > 0, normal = this.lanes[0].length > 0;
+    if (!high) return normal ? 0 : -1;
+    if (!normal) return 1;
+    return this.normalOwed() ? 0 : 1;
+  }
+
+  enqueue(n: number, signal?: AbortSignal, priority: Priority = PRIORITY_NORMAL): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return reject(abortError(signal));
-      const w: Waiter = { n, resolve, reject, signal };
+      const w: Waiter = { n, resolve, reject, signal, priority };
+      const lane = this.lanes[priority];
       if (signal) {
         w.onAbort = () => {
-          const i = this.q.indexOf(w);
-          if (i >= 0) this.q.splice(i, 1);
+          const i = lane.indexOf(w);
+          if (i >= 0) lane.splice(i, 1);
           reject(abortError(signal));
           this.reschedule();
         };
         signal.addEventListener('abort', w.onAbort, { once: true });
       }
-      this.q.push(w);
+      lane.push(w);
       this.reschedule();
     });
   }
@@ -76,15 +125,17 @@ class WaitQueue {
       this.clock.clearTimeout(this.timer);
       this.timer = undefined;
     }
-    while (this.q.length > 0) {
-      const w = this.q[0];
+    for (let lane = this.nextLane(); lane >= 0; lane = this.nextLane()) {
+      const w = this.lanes[lane][0];
       if (!this.ready(w.n)) break;
-      this.q.shift();
+      this.lanes[lane].shift();
+      this.noteGrant(w.n, w.priority);
       if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
       w.resolve();
     }
-    if (this.q.length > 0) {
-      const ms = Math.max(1, this.delay(this.q[0].n));
+    const lane = this.nextLane();
+    if (lane >= 0) {
+      const ms = Math.max(1, this.delay(this.lanes[lane][0].n));
       this.timer = this.clock.setTimeout(() => {
         this.timer = undefined;
         this.reschedule();
@@ -95,8 +146,8 @@ class WaitQueue {
   rejectAll(e: Error): void {
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
-    const q = this.q;
-    this.q = [];
+    const q = [...this.lanes[1], ...this.lanes[0]];
+    this.lanes = [[], []];
     for (const w of q) {
       if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
       w.reject(e);
@@ -196,11 +247,12 @@ export class TokenBucket {
     return deficit <= 0 ? 0 : Math.ceil(deficit / this.rateBps);
   }
 
-  /** Take `n` bytes now if allowed (and nobody is queued ahead); otherwise take nothing and return false. */
-  tryTake(n: number): boolean {
+  /** Take `n` bytes now if allowed (and nobody is queued ahead at this priority); otherwise take nothing and return false. */
+  tryTake(n: number, priority: Priority = PRIORITY_NORMAL): boolean {
     checkAmount(n);
-    if (this.queue.length > 0) return false;
-    return this.consumeIfReady(n);
+    if (this.queue.mustQueue(priority) || !this.consumeIfReady(n)) return false;
+    this.queue.noteGrant(n, priority);
+    return true;
   }
 
   /** Milliseconds until `tryTake(n)` would succeed (0 = now), assuming no other consumer. */
@@ -209,11 +261,11 @@ export class TokenBucket {
     return this.delayIgnoringQueue(n);
   }
 
-  /** Wait until `n` bytes are granted (FIFO among waiters). */
-  take(n: number, signal?: AbortSignal): Promise<void> {
+  /** Wait until `n` bytes are granted (FIFO among waiters of the same priority). */
+  take(n: number, signal?: AbortSignal, priority: Priority = PRIORITY_NORMAL): Promise<void> {
     checkAmount(n);
-    if (this.queue.length === 0 && this.consumeIfReady(n)) return Promise.resolve();
-    return this.queue.enqueue(n, signal);
+    if (this.tryTake(n, priority)) return Promise.resolve();
+    return this.queue.enqueue(n, signal, priority);
   }
 
   /** Change the rate (and optionally the burst). Tokens accrued so far at the old rate are kept (capped). */
@@ -264,10 +316,11 @@ export class RateLimiter {
     return true;
   }
 
-  tryTake(n: number): boolean {
+  tryTake(n: number, priority: Priority = PRIORITY_NORMAL): boolean {
     checkAmount(n);
-    if (this.queue.length > 0) return false;
-    return this.consumeIfReady(n);
+    if (this.queue.mustQueue(priority) || !this.consumeIfReady(n)) return false;
+    this.queue.noteGrant(n, priority);
+    return true;
   }
 
   /** The longest wait among the buckets. */
@@ -278,10 +331,10 @@ export class RateLimiter {
     return d;
   }
 
-  take(n: number, signal?: AbortSignal): Promise<void> {
+  take(n: number, signal?: AbortSignal, priority: Priority = PRIORITY_NORMAL): Promise<void> {
     checkAmount(n);
-    if (this.queue.length === 0 && this.consumeIfReady(n)) return Promise.resolve();
-    return this.queue.enqueue(n, signal);
+    if (this.tryTake(n, priority)) return Promise.resolve();
+    return this.queue.enqueue(n, signal, priority);
   }
 
   /** Call after changing a bucket's rate so queued waiters are re-timed. */

@@ -18,7 +18,7 @@ import { FileStorage, checkExistingData, validateResume, statFiles, type ResumeS
 import type { PieceHasher } from './hasher.js';
 import { PiecePicker, filePrioritiesToPieces, type BlockRequest } from './picker.js';
 import { StandardChoker, type ChokerPolicy, type ChokerPeer } from './choker.js';
-import { TokenBucket } from './rate-limit.js';
+import { TokenBucket, PRIORITY_NORMAL, type Priority } from './rate-limit.js';
 import { Announcer } from './tracker-client/index.js';
 import type { UdpTrackerClient } from './tracker-client/index.js';
 import { WebSeed, type WebSeedHost } from './webseed.js';
@@ -145,6 +145,12 @@ export interface UploadGate {
    * that charges us and holds requests beyond its unpaid-piece limit K. `rate`: what the peer sends us, bytes/s.
    */
   maxRequestPieces?(peerKey: string, rate: number): number | undefined;
+  /**
+   * Upload bandwidth priority of this peer under a rate limit (default PRIORITY_NORMAL). Speed: PRIORITY_HIGH for a
+   * peer paying for its slot, so free (tit-for-tat, optimistic) slots share what paid ones leave, never below
+   * NORMAL_SHARE of the limit.
+   */
+  uploadPriority?(peerKey: string): Priority;
 }
 
 /** A number unique per (piece, offset): offsets below 2^32 and piece counts below 2^21 fit a safe integer. */
@@ -1112,8 +1118,9 @@ export class Torrent extends EventEmitter {
         const req = peer.uploadQueue[0];
         // Wait for bandwidth in arrival order (the buckets queue waiters): with a sleep-and-retry loop the peer
         // that just sent re-armed first and won every race, starving the others (Speed's paid slots included).
-        if (!this.upBucket.tryTake(req.length)) await this.upBucket.take(req.length);
-        if (!this.deps.globalUpload.tryTake(req.length)) await this.deps.globalUpload.take(req.length);
+        const priority = this.opts.uploadGate?.uploadPriority?.(peer.key) ?? PRIORITY_NORMAL;
+        if (!this.upBucket.tryTake(req.length, priority)) await this.upBucket.take(req.length, undefined, priority);
+        if (!this.deps.globalUpload.tryTake(req.length, priority)) await this.deps.globalUpload.take(req.length, undefined, priority);
         if (peer.uploadQueue[0] !== req) continue; // cancelled, rejected or reordered while waiting
         peer.uploadQueue.shift();
         let piece = this.readReady.get(req.index);

@@ -17,7 +17,8 @@
  * 'ban-peer' (peerId, reason), 'legacy' (peerId, reason), 'warning' (message).
  */
 import { EventEmitter } from 'node:events';
-import type { PeerWire, WireExtensionFactory, ChokerPolicy, Torrent, UploadGate, AddTorrentOptions } from '@bitorrent/core';
+import type { PeerWire, WireExtensionFactory, ChokerPolicy, Torrent, UploadGate, AddTorrentOptions, Priority } from '@bitorrent/core';
+import { PRIORITY_HIGH, PRIORITY_NORMAL } from '@bitorrent/core';
 import type { AccountInfo, ChannelInfo, CloseChannelArgs, KeyPair, OpResult, OpenChannelArgs } from '@bitorrent/ledger';
 import { AuctionChoker, type AuctionResult } from './auction.js';
 import { AutoBidder, type BidderSettings } from './bidder.js';
@@ -173,7 +174,14 @@ export class SpeedAgent extends EventEmitter {
       mayUpload: (peerKey, piece) => this.mayUpload(peerKey, piece),
       onBlockUploaded: (peerKey, piece, bytes) => this.onBlockUploaded(peerKey, piece, bytes),
       maxRequestPieces: (peerKey, rate) => this.maxRequestPieces(peerKey, rate),
+      uploadPriority: (peerKey) => this.uploadPriority(peerKey),
     };
+  }
+
+  /** Paid slots go first under an upload limit ("prioritized access to seeds"); free slots keep NORMAL_SHARE. */
+  uploadPriority(peerKey: string): Priority {
+    const p = this.peers.get(peerKey);
+    return p !== undefined && p.price > 0n ? PRIORITY_HIGH : PRIORITY_NORMAL;
   }
 
   /**

@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PeerWire } from '@bitorrent/core';
+import { PeerWire, PRIORITY_HIGH, PRIORITY_NORMAL } from '@bitorrent/core';
 import { Ledger, keyPairFromSeed, BTT } from '@bitorrent/ledger';
 import { SpeedAgent } from '../src/agent.js';
 
@@ -109,12 +109,14 @@ test('two agents over loopback with a real ledger: paid pieces, exposure ≤ K, 
   await until(() => sext.peerBid > 0n, 'bid at the seeder');
 
   // Rechoke: the only bidder wins at the reserve price; bid_response precedes the unchoke.
+  assert.equal(seeder.uploadPriority(leechId), PRIORITY_NORMAL, 'no paid slot yet');
   const choker = seeder.choker();
   const res = choker.rechoke({ peers: [{ id: leechId, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: clock, unchoked: false }], now: clock, seeding: true, slots: 3 });
   assert.ok(res.unchoke.has(leechId));
   sw.unchoke();
   const lreq = leech.requesterState(seederId)!;
   await until(() => lreq.currentPrice === RESERVE && lreq.channelRemaining > 0n, 'bid_response and channel opened on the ledger');
+  assert.equal(seeder.uploadPriority(leechId), PRIORITY_HIGH, 'a paid slot goes first under an upload limit');
   await until(() => seeder.provider.account(seeder.provider.keyOf(leechKeys.publicKey))!.channel !== undefined, 'channel verified by the seeder');
 
   // Serve every piece block by block; the leecher verifies and pays each one.
@@ -143,6 +145,9 @@ test('two agents over loopback with a real ledger: paid pieces, exposure ≤ K, 
   // Done: the leecher withdraws its bid; the seeder closes the channel on the ledger with the last state.
   await leech.tick();
   assert.equal(leech.bidder.bid, 0n);
+  await until(() => sext.peerBid === 0n, 'bid withdrawn at the seeder');
+  choker.rechoke({ peers: [{ id: leechId, interested: false, downloadRate: 0, uploadRate: 0, connectedAt: clock, unchoked: true }], now: clock, seeding: true, slots: 3 });
+  assert.equal(seeder.uploadPriority(leechId), PRIORITY_NORMAL, 'no longer paying: normal priority');
   await seeder.shutdown();
   assert.equal((await ledger.account(seederKeys.publicKey)).balance, expected);
   assert.equal((await ledger.account(leechKeys.publicKey)).balance, START - expected);
