@@ -204,7 +204,8 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         (mode === 'on' ? ons : offs).push(size / 1e6 / seconds);
         // CPU of both processes (user + system, start-up included, the same in both modes): on a busy 2-core machine
         // a steadier view of Speed's cost than the wall clock.
-        const cpu = (procCpuSeconds(seeder.process.pid) ?? NaN) + (procCpuSeconds(leecher.process.pid) ?? NaN);
+        const cpuSeed = procCpuSeconds(seeder.process.pid) ?? NaN, cpuLeech = procCpuSeconds(leecher.process.pid) ?? NaN;
+        const cpu = cpuSeed + cpuLeech;
         (mode === 'on' ? cpuOn : cpuOff).push(cpu);
         await leecher.stop();
         await seeder.stop(); // SIGTERM: the provider closes its channels on the ledger
@@ -218,7 +219,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
           paidOk &&= ok;
           books = `; provider earned ${earned} of ${size} bytes at 1/byte, requester left ${left}, books ${ok ? 'exact' : 'WRONG'}`;
         }
-        log(`(a, processes) round ${r} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s${books}`);
+        log(`(a, processes) round ${r} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)})${books}`);
       } finally {
         await leecher?.stop();
         await seeder.stop();
