@@ -438,6 +438,11 @@ export class Torrent extends EventEmitter {
       release: (key, reqs) => {
         for (const r of reqs) this.picker?.requestCancelled(r, key);
       },
+      // Web seed bytes count against the same limits as peers' (charged up front: a piece is one HTTP request).
+      throttle: async (bytes, signal) => {
+        await this.deps.globalDownload.take(bytes, signal);
+        await this.downBucket.take(bytes, signal);
+      },
       log: (m) => this.deps.log(`${this.name}: ${m}`),
     };
     const setTimer = (fn: () => void, ms: number) => this.deps.clock.setTimeout(fn, ms);

@@ -82,6 +82,8 @@ export interface WebSeedHost {
   release(seedKey: string, reqs: { index: number; begin: number; length: number }[]): void;
   /** Whether downloading still wants pieces. */
   active(): boolean;
+  /** Resolves when `bytes` may be downloaded under the download rate limits (charged before the request). */
+  throttle?(bytes: number, signal: AbortSignal): Promise<void>;
   log(msg: string): void;
 }
 
@@ -147,6 +149,8 @@ export class WebSeed {
       if (reqs.length === 0) return;
       const index = reqs[0].index;
       try {
+        await this.host.throttle?.(pieceSize(this.meta, index), this.controller.signal);
+        if (this.stopped) throw new WebSeedError('stopped');
         const piece = await this.fetchPiece(index);
         this.failures = 0;
         for (const r of reqs) {

@@ -2,7 +2,7 @@
  * BEP 19 web seeds against a real HTTP server on loopback (node:http with Range support): a multi-file torrent
  * downloads from the web seed alone, byte for byte; a seed serving corrupt data is dropped after two hash
  * failures while a real peer completes the download; a seed answering 404 is retried, then dropped; URLs are
- * built as BEP 19 says (folder URLs, percent-encoding).
+ * built as BEP 19 says (folder URLs, percent-encoding); web seed bytes count against the download rate limit.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -159,4 +159,39 @@ test('a web seed answering 404 backs off (2, 4, 8, 16 s), is dropped after 5 fai
   clock.advance(120_000);
   assert.equal(missing.requests(), 5, 'a dropped seed is not asked again');
   assert.equal(tor.stats().state, 'downloading');
+});
+
+test('web seed downloads count against the download rate limit (virtual clock)', async (t) => {
+  const { dir, root, data } = await payload(t);
+  const http = await httpServer(t, root);
+  const pieceLength = 32768;
+  const { torrent } = await createTorrent({ path: join(root, 'pay load'), pieceLength, webSeeds: [http.url] });
+  const clock = new VirtualClock(1_000_000);
+  const rate = 65536; // bytes/s; the bucket's burst is one second of it: two pieces
+  const s = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1, clock, downloadRateLimit: rate });
+  t.after(() => s.close());
+  await s.listen();
+  const tor = await s.add({ torrent, path: join(dir, 'dl'), seed: false });
+  let finished = false;
+  void tor.done.then(() => (finished = true));
+  /** Until the web seed waits on the limit (or the download is over); bounded. */
+  const settle = async (): Promise<void> => {
+    for (let i = 0; i < 2000 && !finished && s.globalDownload.waiting === 0; i++) await new Promise((r) => setTimeout(r, 2));
+    assert.ok(finished || s.globalDownload.waiting > 0, 'the web seed neither finished nor waited for the limit');
+  };
+  await settle();
+  const first = tor.stats().downloaded;
+  assert.ok(first <= rate && first > rate - 2 * pieceLength, `the burst (two pieces) and no more, then the seed waits: ${first} bytes`);
+  let elapsedMs = 0;
+  for (let i = 0; i < 200 && !finished; i++) {
+    clock.advance(100);
+    elapsedMs += 100;
+    await settle();
+    const allowed = rate + (rate * elapsedMs) / 1000 + pieceLength; // burst + refill + one piece charged ahead
+    assert.ok(tor.stats().downloaded <= allowed, `downloaded ${tor.stats().downloaded} bytes by ${elapsedMs} ms (the limit allows ${allowed})`);
+  }
+  await tor.done;
+  await assertSame(data, join(dir, 'dl'));
+  const total = [...data.values()].reduce((n, b) => n + b.length, 0);
+  assert.ok(elapsedMs >= ((total - rate - pieceLength) * 1000) / rate, `${total} bytes in ${elapsedMs} virtual ms at ${rate} B/s`);
 });
