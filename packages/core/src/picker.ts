@@ -297,6 +297,19 @@ export class PiecePicker {
     this.failedBy.delete(index);
   }
 
+  /** A piece we had is gone from disk (e.g. found bad when re-checked): wanted again, downloaded from scratch. */
+  unsetHave(index: number): void {
+    this.checkIndex(index);
+    if (!this.haveBits[index]) return;
+    this.haveBits[index] = 0;
+    this.haveCount_--;
+    if (this.wanted(index)) {
+      this.bucketAdd(index);
+      this.freeBlocks += this.freeOf(index);
+      this.wantedCount++;
+    }
+  }
+
   /** Wire-format bitfield of verified pieces. */
   bitfield(): Uint8Array {
     const out = new Uint8Array(Math.ceil(this.pieceCount / 8));

@@ -11,7 +11,7 @@ import type { Clock, Timer } from './clock.js';
 import { RateMeter } from './clock.js';
 import { peerKey, type PeerAddress } from './compact.js';
 import type { Metainfo } from './metainfo.js';
-import { parseInfoDict, pieceSize } from './metainfo.js';
+import { parseInfoDict, pieceSize, piecesForFile } from './metainfo.js';
 import { BitField } from './bitfield.js';
 import type { PieceStorage } from './storage/index.js';
 import { FileStorage, checkExistingData, validateResume, statFiles, type ResumeStore, type ResumeData } from './storage/index.js';
@@ -478,7 +478,7 @@ export class Torrent extends EventEmitter {
 
   private isComplete(): boolean {
     const meta = this.metainfo;
-    if (!meta || !this.have || !this.wanted) return false;
+    if (!meta || !this.have || !this.wanted || this.rechecking > 0) return false;
     // Pieces below the hint are known wanted-and-had (or unwanted); `have` only grows, setFilePriorities resets it.
     for (let i = this.completeScanFrom; i < meta.pieceCount; i++) {
       if (this.wanted.get(i) && !this.have.get(i)) {
@@ -491,6 +491,8 @@ export class Torrent extends EventEmitter {
   }
   /** isComplete() resumes its scan here (keeps it O(pieces) over a whole download instead of per piece). */
   private completeScanFrom = 0;
+  /** Re-checks of pieces shared with newly selected files in progress: not complete until they are done. */
+  private rechecking = 0;
 
   private checkDone(): void {
     if (!this.isComplete()) return;
@@ -1407,6 +1409,29 @@ export class Torrent extends EventEmitter {
     };
   }
 
+  /** Hash `pieces` again from disk; a piece that no longer matches is dropped from `have` and downloaded again. */
+  private async recheckPieces(pieces: number[]): Promise<void> {
+    const meta = this.metainfo;
+    if (pieces.length === 0 || !meta || !this.storage || !this.have || !this.picker) return;
+    const ok = await checkExistingData(meta, this.storage, this.deps.hasher, undefined, { pieces });
+    let lost = 0;
+    for (const i of pieces) {
+      if (ok.get(i) || !this.have.get(i)) continue;
+      this.have.set(i, false);
+      this.picker.unsetHave(i);
+      lost++;
+    }
+    if (lost === 0) return;
+    this.deps.log(`${this.name}: ${lost} piece(s) shared with newly selected files failed a re-check; downloading them again`);
+    this.resumeDirty = true;
+    this.completeScanFrom = 0;
+    if (this.state === 'seeding') {
+      this.state = 'downloading';
+      this.doneEmitted = false;
+    }
+    this.updateInterestAll();
+  }
+
   /** Download only the given file indexes (others get priority 0); applies now or once metadata arrives. */
   setFileSelection(indices: number[]): void {
     const meta = this.metainfo;
@@ -1421,9 +1446,31 @@ export class Torrent extends EventEmitter {
 
   /** Per-file priority 0 (skip) .. 7. */
   setFilePriorities(prios: number[]): void {
+    const before = this.opts.filePriorities;
     this.opts.filePriorities = prios;
     const meta = this.metainfo;
     if (!meta || !this.picker || !this.wanted) return; // applied by initStorage
+    if (this.storage instanceof FileStorage) {
+      // Files leaving the skip set get their bytes back from the part file; then the pieces they share with other
+      // files, which we may have verified while the file was skipped, are checked again before anyone relies on them.
+      const unskipped = meta.files.map((_, i) => i).filter((i) => (before?.[i] ?? 1) === 0 && (prios[i] ?? 1) > 0);
+      const skip = prios.flatMap((p, i) => (p === 0 ? [i] : []));
+      const recheck = new Set<number>();
+      for (const i of unskipped) {
+        const span = piecesForFile(meta, i);
+        if (span) for (const piece of span) if (this.have?.get(piece)) recheck.add(piece);
+      }
+      const storage = this.storage;
+      this.rechecking++;
+      void storage
+        .setSkipFiles(skip)
+        .then(() => this.recheckPieces([...recheck]))
+        .catch((err: Error) => this.deps.log(`${this.name}: applying the file selection failed: ${err.message}`))
+        .finally(() => {
+          this.rechecking--;
+          if (this.state !== 'closed') this.checkDone();
+        });
+    }
     const piecePrios = filePrioritiesToPieces(meta.files, prios, meta.pieceLength, meta.pieceCount);
     for (let i = 0; i < meta.pieceCount; i++) {
       this.picker.setPiecePriority(i, piecePrios[i]);

@@ -2,6 +2,11 @@
  * File-backed piece storage: maps the torrent byte stream onto its files (pieces may span files),
  * opens files lazily through a small LRU of file descriptors, creates directories lazily and files sparse,
  * never writes BEP 47 pad files (they read as zeros), and surfaces every fs failure as a StorageError.
+ *
+ * Skipped files (priority 0) are not created: the bytes of a piece that fall in a skipped file that does not
+ * exist go to a part file, `<dir>/.<infohash hex>.parts`, at their torrent offset (sparse), so a piece shared
+ * with a wanted file stays whole (it can be served and verified). Un-skipping a file moves its bytes from the
+ * part file into the file; the part file is deleted when nothing is skipped any more.
  */
 import { constants, promises as fsp, read as fsRead, write as fsWrite } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -10,8 +15,10 @@ import { type Metainfo, filesForPiece, firstFileAt, pieceSize } from '../metainf
 import { type PieceStorage, StorageError, toStorageError } from './interface.js';
 
 export interface FileStorageOptions {
-  /** Indices of files not to store: bytes of a written piece that fall in them are discarded. */
+  /** Indices of files not to create: bytes of a written piece that fall in them go to the part file. */
   skipFiles?: Set<number>;
+  /** Part file path (default `<dir>/.<infohash hex>.parts`). */
+  partFile?: string;
   /** Maximum file descriptors kept open (LRU), default 64. */
   maxOpenFiles?: number;
 }
@@ -44,7 +51,19 @@ export class FileStorage implements PieceStorage {
   readonly dir: string;
   /** Absolute on-disk path of each file (pad files included, though never created). */
   readonly paths: string[];
-  private readonly skip: Set<number>;
+  /** The part file, for bytes of skipped files (see the header). */
+  readonly partPath: string;
+  /** Handle-cache key of the part file (one past the last file index). */
+  private readonly PART: number;
+  /** paths plus the part file, indexed like the handle cache. */
+  private readonly ioPaths: string[];
+  private skip: Set<number>;
+  /** Whether a skipped file exists on disk (then it is used as it is); cached, updated when we create one. */
+  private readonly skippedExists = new Map<number, boolean>();
+  /** Files being moved out of the part file: their reads and writes wait for the move. */
+  private readonly moving = new Map<number, Promise<void>>();
+  /** Part-file writes in flight (a move waits for them, so it cannot miss bytes). */
+  private readonly partWrites = new Set<Promise<unknown>>();
   private readonly maxOpen: number;
   private readonly handles = new Map<number, Handle>();
   private readonly madeDirs = new Set<string>();
@@ -56,7 +75,7 @@ export class FileStorage implements PieceStorage {
   constructor(meta: Metainfo, dir: string, opts: FileStorageOptions = {}) {
     this.meta = meta;
     this.dir = resolve(dir);
-    this.skip = opts.skipFiles ?? new Set();
+    this.skip = new Set(opts.skipFiles ?? []);
     this.maxOpen = Math.max(1, opts.maxOpenFiles ?? 64);
     const root = this.dir.endsWith(sep) ? this.dir : this.dir + sep;
     this.paths = meta.files.map((f) => {
@@ -65,6 +84,104 @@ export class FileStorage implements PieceStorage {
       if (!p.startsWith(root)) throw new StorageError(`storage: file '${f.name}' would be outside ${this.dir}`, 'EINVAL', p);
       return p;
     });
+    this.partPath = opts.partFile ?? join(this.dir, `.${meta.infoHash.toString('hex')}.parts`);
+    this.PART = meta.files.length;
+    this.ioPaths = [...this.paths, this.partPath];
+  }
+
+  /** Files currently skipped. */
+  get skippedFiles(): ReadonlySet<number> {
+    return this.skip;
+  }
+
+  /**
+   * Change which files are skipped. A file that stops being skipped and does not exist yet is created from the
+   * part file's bytes for it (its reads and writes wait for that); when no file is skipped any more, the part
+   * file is deleted. Bytes already written to a file that becomes skipped stay where they are.
+   */
+  async setSkipFiles(skip: Iterable<number>): Promise<void> {
+    this.assertOpen();
+    const next = new Set(skip);
+    const unskipped = [...this.skip].filter((i) => !next.has(i));
+    this.skip = next;
+    for (const i of next) if (!this.skippedExists.has(i) && this.handles.has(i)) this.skippedExists.set(i, true);
+    const moves: Promise<void>[] = [];
+    for (const i of unskipped) {
+      if (this.skippedExists.get(i) === true) continue;
+      const move = this.moveFromPart(i).finally(() => this.moving.delete(i));
+      this.moving.set(i, move);
+      moves.push(move);
+    }
+    await Promise.all(moves);
+    for (const i of unskipped) this.skippedExists.delete(i);
+    if (next.size === 0) await this.removePartFile();
+  }
+
+  /** Copy file i's bytes from the part file into the file (creating it); nothing to do without a part file. */
+  private async moveFromPart(i: number): Promise<void> {
+    const f = this.meta.files[i];
+    if (f.pad || f.length === 0) return;
+    await Promise.all([...this.partWrites]);
+    let partSize: number;
+    try {
+      partSize = (await fsp.stat(this.partPath)).size;
+    } catch {
+      return;
+    }
+    // Only the file's first and last pieces can share bytes with wanted files, so only they were written here.
+    const pl = this.meta.pieceLength;
+    const ranges: [number, number][] = [];
+    const firstEnd = Math.min(f.offset + f.length, (Math.floor(f.offset / pl) + 1) * pl);
+    ranges.push([f.offset, firstEnd]);
+    const lastStart = Math.max(firstEnd, Math.floor((f.offset + f.length - 1) / pl) * pl);
+    if (lastStart < f.offset + f.length) ranges.push([lastStart, f.offset + f.length]);
+    const buf = Buffer.alloc(pl);
+    for (const [from, to] of ranges) {
+      const n = Math.min(to, partSize) - from;
+      if (n <= 0) continue;
+      const chunk = buf.subarray(0, n);
+      await this.withFile(this.PART, false, async (fh) => {
+        let got = 0;
+        while (got < n) {
+          const r = await pread(fh.fd, chunk, got, n - got, from + got);
+          if (r === 0) break; // a hole at the end: zeros, as the buffer already holds
+          got += r;
+        }
+      }, 'read');
+      await this.withFile(i, true, async (fh, h) => {
+        h.dirty = true;
+        let done = 0;
+        while (done < n) {
+          const w = await pwrite(fh.fd, chunk, done, n - done, from - f.offset + done);
+          if (w <= 0) throw new StorageError(`storage: write to ${this.paths[i]} made no progress`, 'EIO', this.paths[i]);
+          done += w;
+        }
+      }, 'write');
+    }
+  }
+
+  private async removePartFile(): Promise<void> {
+    const h = this.handles.get(this.PART);
+    if (h) {
+      this.handles.delete(this.PART);
+      h.retired = true;
+      h.dirty = false;
+      if (h.busy === 0) await this.dispose(h);
+    }
+    await fsp.unlink(this.partPath).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw toStorageError(e, 'delete', this.partPath);
+    });
+  }
+
+  /** Skipped file i, absent from disk: its bytes live in the part file. */
+  private async inPartFile(i: number): Promise<boolean> {
+    if (!this.skip.has(i)) return false;
+    let e = this.skippedExists.get(i);
+    if (e === undefined) {
+      e = await fsp.stat(this.paths[i]).then((st) => st.isFile(), () => false);
+      if (this.skip.has(i)) this.skippedExists.set(i, e);
+    }
+    return !e;
   }
 
   async readBlock(index: number, begin: number, length: number, target?: Buffer): Promise<Buffer> {
@@ -90,26 +207,34 @@ export class FileStorage implements PieceStorage {
     const files = this.meta.files;
     for (const i of filesForPiece(this.meta, index)) {
       const f = files[i];
-      if (f.pad || this.skip.has(i)) continue;
+      if (f.pad) continue;
       if (f.length === 0) {
-        await this.createEmpty(i);
+        if (!this.skip.has(i)) await this.createEmpty(i);
         continue;
       }
+      const moving = this.moving.get(i);
+      if (moving) await moving;
+      const toPart = this.skip.has(i) && (await this.inPartFile(i));
       const from = Math.max(start, f.offset);
       const to = Math.min(end, f.offset + f.length);
-      await this.withFile(i, true, async (fh, h) => {
+      const write = this.withFile(toPart ? this.PART : i, true, async (fh, h) => {
         let off = from - start;
-        let pos = from - f.offset;
+        let pos = toPart ? from : from - f.offset;
         let left = to - from;
         h.dirty = true;
         while (left > 0) {
           const bytesWritten = await pwrite(fh.fd, data, off, left, pos);
-          if (bytesWritten <= 0) throw new StorageError(`storage: write to ${this.paths[i]} made no progress`, 'EIO', this.paths[i]);
+          if (bytesWritten <= 0) throw new StorageError(`storage: write to ${this.ioPaths[toPart ? this.PART : i]} made no progress`, 'EIO', this.ioPaths[toPart ? this.PART : i]);
           off += bytesWritten;
           pos += bytesWritten;
           left -= bytesWritten;
         }
       }, 'write');
+      if (toPart) {
+        this.partWrites.add(write);
+        void write.finally(() => this.partWrites.delete(write)).catch(() => undefined);
+      }
+      await write;
     }
   }
 
@@ -140,17 +265,19 @@ export class FileStorage implements PieceStorage {
     await Promise.all(all.map((h) => h.fh.then((fh) => fh.close(), () => undefined).catch(() => undefined)));
   }
 
-  /** Size on disk of each file (undefined when missing); pad files report their nominal length. */
+  /**
+   * Size on disk of each file (undefined when missing); pad files report their nominal length. A skipped file
+   * held in the part file reports how much of it the part file covers.
+   */
   async onDiskSizes(): Promise<(number | undefined)[]> {
+    const size = (p: string): Promise<number | undefined> => fsp.stat(p).then((st) => (st.isFile() ? st.size : undefined), () => undefined);
+    const part = this.skip.size > 0 ? await size(this.partPath) : undefined;
     return Promise.all(
       this.meta.files.map(async (f, i) => {
         if (f.pad) return f.length;
-        try {
-          const st = await fsp.stat(this.paths[i]);
-          return st.isFile() ? st.size : undefined;
-        } catch {
-          return undefined;
-        }
+        const sz = await size(this.paths[i]);
+        if (sz !== undefined || !this.skip.has(i) || part === undefined) return sz;
+        return Math.max(0, Math.min(f.length, part - f.offset));
       }),
     );
   }
@@ -184,13 +311,17 @@ export class FileStorage implements PieceStorage {
       if (f.pad) {
         out.fill(0, o, o + n);
       } else {
-        const filePos = pos - f.offset;
-        await this.withFile(i, false, async (fh) => {
+        const moving = this.moving.get(i);
+        if (moving) await moving;
+        const fromPart = this.skip.has(i) && (await this.inPartFile(i));
+        const key = fromPart ? this.PART : i;
+        const filePos = fromPart ? pos : pos - f.offset;
+        await this.withFile(key, false, async (fh) => {
           let got = 0;
           while (got < n) {
             const bytesRead = await pread(fh.fd, out, o + got, n - got, filePos + got);
             if (bytesRead === 0) {
-              throw new StorageError(`storage: ${this.paths[i]} is shorter than expected (need ${filePos + n} bytes)`, 'ESHORT', this.paths[i]);
+              throw new StorageError(`storage: ${this.ioPaths[key]} is shorter than expected (need ${filePos + n} bytes)`, 'ESHORT', this.ioPaths[key]);
             }
             got += bytesRead;
           }
@@ -236,12 +367,12 @@ export class FileStorage implements PieceStorage {
         fh = await h.fh;
       } catch (e) {
         if (this.handles.get(i) === h) this.handles.delete(i);
-        throw toStorageError(e, op === 'read' ? 'open' : 'create', this.paths[i]);
+        throw toStorageError(e, op === 'read' ? 'open' : 'create', this.ioPaths[i]);
       }
       try {
         return await fn(fh, h);
       } catch (e) {
-        throw toStorageError(e, op, this.paths[i]);
+        throw toStorageError(e, op, this.ioPaths[i]);
       }
     } finally {
       h.busy--;
@@ -250,7 +381,7 @@ export class FileStorage implements PieceStorage {
   }
 
   private async open(i: number, writable: boolean): Promise<FileHandle> {
-    const p = this.paths[i];
+    const p = this.ioPaths[i];
     if (!writable) return fsp.open(p, 'r');
     const d = dirname(p);
     if (!this.madeDirs.has(d)) {
@@ -281,7 +412,7 @@ export class FileStorage implements PieceStorage {
     try {
       if (h.dirty) await fh.datasync();
     } catch (e) {
-      this.deferredError ??= toStorageError(e, 'sync', i !== undefined ? this.paths[i] : this.dir);
+      this.deferredError ??= toStorageError(e, 'sync', i !== undefined ? this.ioPaths[i] : this.dir);
     }
     await fh.close().catch(() => undefined);
   }
