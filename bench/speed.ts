@@ -187,12 +187,12 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     const cpuOn: number[] = [], cpuOff: number[] = [];
     let paidOk = true;
     let earnedTotal = 0n;
-    log(`(a, separate processes) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, CLI defaults (K=${defaultMaxUnpaid(PIECE)}), ledger ${url}, ${rounds} rounds (ABBA)`);
+    log(`(a, separate processes) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid ?? defaultMaxUnpaid(PIECE)}${maxUnpaid === undefined ? ' (CLI default)' : ' (--unpaid-limit)'}, ledger ${url}, ${rounds} rounds (ABBA)`);
     const runOne = async (mode: 'on' | 'off', r: number) => {
       if (args.only && args.only !== mode) return;
       const tag = `${mode}-${r}`;
       const dl = join(dir, `procs-dl-${tag}`);
-      const speed = (wallet: string, provider: boolean) => (mode === 'on' ? ['--speed', '--wallet', wallet, '--ledger', url, ...(provider ? ['--spending-rate', '0', '--reserve-price', '1'] : [])] : []);
+      const speed = (wallet: string, provider: boolean) => (mode === 'on' ? ['--speed', '--wallet', wallet, '--ledger', url, ...(provider ? ['--spending-rate', '0', '--reserve-price', '1', ...(maxUnpaid !== undefined ? ['--unpaid-limit', String(maxUnpaid * PIECE)] : [])] : [])] : []);
       const prof = (who: string) => (args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(args['cpu-prof'], `${tag}-${who}`)] : []);
       const seeder = startBitorrent(['seed', torrentPath, '--data', seedDir, '--no-resume', '--state-dir', join(dir, `st-s-${tag}`), ...common, ...speed(seedWallet, true)], { env, nodeArgs: prof('seed') });
       let leecher: ReturnType<typeof startBitorrent> | undefined;
