@@ -145,17 +145,66 @@ test('bad arguments: wrong piece size, out-of-range block, closed storage', asyn
   await assert.rejects(st.readPiece(0), (e: Error) => e instanceof StorageError && e.code === 'ECLOSED');
 });
 
-test('skipFiles: bytes of skipped files are not written', async (t) => {
+test('property: skipped files are never created, every written piece reads back whole (part file), and un-skipping moves the bytes into the file', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.integer({ min: 1, max: 90 }), { minLength: 2, maxLength: 6 }),
+      fc.integer({ min: 8, max: 64 }),
+      fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }),
+      fc.integer({ min: 0, max: 1e9 }),
+      async (lengths, pieceLength, skipped, seed) => {
+        const specs: Spec[] = lengths.map((length) => ({ length, pad: false }));
+        const stream = makeStream(specs, Buffer.from([seed & 255, (seed >> 8) & 255, 7, 11, 13]));
+        const meta = makeMeta(specs, pieceLength, stream);
+        const skip = new Set(specs.map((_, i) => i).filter((i) => skipped[i]));
+        const dir = tmp();
+        try {
+          const st = new FileStorage(meta, dir, { skipFiles: skip });
+          const piece = (i: number) => stream.subarray(i * pieceLength, i * pieceLength + pieceSize(meta, i));
+          // Write the pieces a download would want: those touching a file that is not skipped.
+          const wanted: number[] = [];
+          for (let i = 0; i < meta.pieceCount; i++) {
+            const start = i * pieceLength, end = start + pieceSize(meta, i);
+            if (meta.files.some((f, k) => !skip.has(k) && f.offset < end && f.offset + f.length > start)) wanted.push(i);
+          }
+          for (const i of wanted) await st.writePiece(i, piece(i));
+          for (const k of skip) assert.equal(existsSync(join(dir, ...meta.files[k].path)), false, `skipped file ${k} created`);
+          for (const i of wanted) assert.deepEqual(await st.readPiece(i), piece(i), `piece ${i} reads back whole`);
+          const sizes = await st.onDiskSizes();
+          const have = await checkExistingData(meta, st, new PieceHasher({ workers: 0 }));
+          for (const i of wanted) assert.ok(have.get(i), `piece ${i} passes a check (sizes ${sizes})`);
+          // Nothing skipped any more: the files get their bytes, the rest is written, and everything matches.
+          await st.setSkipFiles([]);
+          for (let i = 0; i < meta.pieceCount; i++) if (!wanted.includes(i)) await st.writePiece(i, piece(i));
+          await st.close();
+          let off = 0;
+          for (const f of meta.files) {
+            assert.deepEqual(readFileSync(join(dir, ...f.path)), stream.subarray(off, off + f.length));
+            off += f.length;
+          }
+          assert.equal(existsSync(st.partPath), false, 'part file removed');
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
+
+test('a file that exists when it becomes skipped keeps receiving its bytes (no part file)', async (t) => {
   const specs: Spec[] = [{ length: 40, pad: false }, { length: 40, pad: false }, { length: 40, pad: false }];
   const stream = makeStream(specs, randomBytes(9));
   const meta = makeMeta(specs, 32, stream);
   const dir = tmp();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const st = new FileStorage(meta, dir, { skipFiles: new Set([1]) });
-  for (let i = 0; i < meta.pieceCount; i++) await st.writePiece(i, stream.subarray(i * 32, i * 32 + pieceSize(meta, i)));
+  const st = new FileStorage(meta, dir);
+  await st.writePiece(1, stream.subarray(32, 64)); // creates files 0 and 1
+  await st.setSkipFiles([1]);
+  await st.writePiece(2, stream.subarray(64, 96));
   await st.close();
-  assert.equal(existsSync(join(dir, ...meta.files[1].path)), false);
-  assert.deepEqual(readFileSync(join(dir, ...meta.files[2].path)), stream.subarray(80, 120));
+  assert.equal(existsSync(st.partPath), false);
+  assert.deepEqual(readFileSync(join(dir, ...meta.files[1].path)).subarray(0, 40), stream.subarray(40, 80));
 });
 
 test('ENOSPC surfaces as a StorageError naming the file (never silent)', async (t) => {
