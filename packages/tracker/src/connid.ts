@@ -119,28 +119,56 @@ export class ConnectionIds {
     return n;
   }
 
+  /**
+   * One-entry cache of the last source address's ids under the current key (and, once needed, the previous key),
+   * as little-endian words. A tracker mostly sees bursts from the same address (connect then announces, clients
+   * re-announcing several torrents), and the cache only skips recomputing the same keyed hash: what is accepted
+   * does not change. Reset whenever the key rotates.
+   */
+  private cAddr = '';
+  private cEpoch = NaN;
+  private cCur0 = 0;
+  private cCur1 = 0;
+  private cHavePrev = false;
+  private cPrev0 = 0;
+  private cPrev1 = 0;
+
+  private cacheFor(address: string): void {
+    if (address === this.cAddr && this.cEpoch === this.epoch) return;
+    const len = this.fill(address);
+    const t = this.tmp;
+    halfSipHash64(this.cur[0], this.cur[1], this.msg, len, t, 0);
+    this.cCur0 = t.readInt32LE(0);
+    this.cCur1 = t.readInt32LE(4);
+    this.cHavePrev = false;
+    this.cAddr = address;
+    this.cEpoch = this.epoch;
+  }
+
   /** Write the connection id for this source IP into out[off..off+8). */
   issue(address: string, out: Uint8Array, off: number): void {
     this.maybeRotate();
-    const len = this.fill(address);
-    halfSipHash64(this.cur[0], this.cur[1], this.msg, len, out, off);
+    this.cacheFor(address);
+    const a = this.cCur0;
+    const b = this.cCur1;
+    out[off] = a; out[off + 1] = a >>> 8; out[off + 2] = a >>> 16; out[off + 3] = a >>> 24;
+    out[off + 4] = b; out[off + 5] = b >>> 8; out[off + 6] = b >>> 16; out[off + 7] = b >>> 24;
   }
 
   /** True if buf[off..off+8) is a connection id issued to this source IP under the current or previous key. */
   verify(address: string, buf: Uint8Array, off: number): boolean {
     this.maybeRotate();
-    const len = this.fill(address);
-    const t = this.tmp;
-    halfSipHash64(this.cur[0], this.cur[1], this.msg, len, t, 0);
-    if (eq8(t, buf, off)) return true;
-    halfSipHash64(this.prev[0], this.prev[1], this.msg, len, t, 0);
-    return eq8(t, buf, off);
+    this.cacheFor(address);
+    const w0 = buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24);
+    const w1 = buf[off + 4] | (buf[off + 5] << 8) | (buf[off + 6] << 16) | (buf[off + 7] << 24);
+    if (w0 === this.cCur0 && w1 === this.cCur1) return true;
+    if (!this.cHavePrev) {
+      const t = this.tmp;
+      halfSipHash64(this.prev[0], this.prev[1], this.msg, this.fill(address), t, 0);
+      this.cPrev0 = t.readInt32LE(0);
+      this.cPrev1 = t.readInt32LE(4);
+      this.cHavePrev = true;
+    }
+    return w0 === this.cPrev0 && w1 === this.cPrev1;
   }
-}
-
-function eq8(a: Uint8Array, b: Uint8Array, off: number): boolean {
-  return (
-    a[0] === b[off] && a[1] === b[off + 1] && a[2] === b[off + 2] && a[3] === b[off + 3] &&
-    a[4] === b[off + 4] && a[5] === b[off + 5] && a[6] === b[off + 6] && a[7] === b[off + 7]
-  );
 }

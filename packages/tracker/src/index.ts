@@ -10,3 +10,4 @@ export { serializeStore, deserializeInto, saveState, loadState, StateFileError }
 export { runTrackerCli, parseServeArgs } from './cli.js';
 export { runClusterPrimary, runClusterWorker, isClusterWorker } from './cluster.js';
 export { UdpSendThread } from './udpring.js';
+export { InfoHashCache } from './ihcache.js';

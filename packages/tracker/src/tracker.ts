@@ -7,6 +7,7 @@ import { encode, encodeIPv6, type EncodableValue } from '@bitorrent/core';
 import { ConnectionIds } from './connid.js';
 import { SwarmStore, type AnnounceEvent, type SwarmStoreOptions, EVENT_NONE, EVENT_COMPLETED, EVENT_STARTED, EVENT_STOPPED } from './swarm.js';
 import { RateLimiter } from './ratelimit.js';
+import { InfoHashCache } from './ihcache.js';
 
 export interface TrackerOptions {
   /** Announce interval in seconds (default 1800). Peers expire after 2 × interval unless store.peerTtl is set. */
@@ -59,6 +60,18 @@ const TEXT = 'text/plain';
 const HEX = '0123456789abcdef';
 const UDP_MAGIC_HI = 0x417;
 const UDP_MAGIC_LO = 0x27101980;
+
+/** Big-endian u32 at b[o..o+4) (caller checked bounds; cheaper than Buffer#readUInt32BE's checks). */
+function u32(b: Uint8Array, o: number): number {
+  return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
+}
+
+function put32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = v >>> 16;
+  b[o + 2] = v >>> 8;
+  b[o + 3] = v;
+}
 
 function hexVal(c: number): number {
   if (c >= 48 && c <= 57) return c - 48;
@@ -188,6 +201,14 @@ export class Tracker {
   private readonly pidBuf = Buffer.alloc(20);
   private readonly addrBuf = Buffer.alloc(18);
   private out: Buffer;
+  /** Views out[0..n) by length n, so a reply needs no new Buffer object (reset by detachOutput). */
+  private views: (Buffer | undefined)[] = [];
+  /** Last UDP source address and its parsed IP bytes (srcIp[0..srcIpLen), 4 or 16; 0 = unparseable). */
+  private srcAddr = '';
+  private readonly srcIp = Buffer.alloc(16);
+  /** Info-hash strings of UDP requests, one string object per hash (see ihcache.ts). */
+  private readonly ihCache = new InfoHashCache();
+  private srcIpLen = -1;
   private readonly onAnnounce: NonNullable<TrackerOptions['onAnnounce']> | null;
   /** Request counters summed over all cluster workers, when running clustered (set by the cluster layer). */
   clusterStats: TrackerStats | null = null;
@@ -216,6 +237,39 @@ export class Tracker {
    */
   detachOutput(): void {
     this.out = Buffer.alloc(this.out.length);
+    this.views = [];
+  }
+
+  /** out[0..n) as a Buffer, reusing the view of that length. */
+  private reply(n: number): Buffer {
+    let v = this.views[n];
+    if (v === undefined) {
+      v = this.out.subarray(0, n);
+      this.views[n] = v;
+    }
+    return v;
+  }
+
+  /**
+   * Compact address of a UDP source into addrBuf (6 or 18 bytes, port from the request); 0 if unparseable.
+   * The IP bytes of the last source are cached: consecutive datagrams mostly come from the same address.
+   */
+  private udpSource(address: string, port: number): number {
+    const a = this.addrBuf;
+    if (address !== this.srcAddr || this.srcIpLen < 0) {
+      const n = compactAddress(address, port, a);
+      this.srcAddr = address;
+      this.srcIpLen = n === 0 ? 0 : n - 2;
+      if (n !== 0) a.copy(this.srcIp, 0, 0, n - 2);
+      return n;
+    }
+    const n = this.srcIpLen;
+    if (n === 0) return 0;
+    const ip = this.srcIp;
+    for (let i = 0; i < n; i++) a[i] = ip[i];
+    a[n] = port >>> 8;
+    a[n + 1] = port & 0xff;
+    return n + 2;
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -388,17 +442,17 @@ export class Tracker {
       return null;
     }
     const out = this.out;
-    const action = msg.readUInt32BE(8);
+    const action = u32(msg, 8);
     if (action === 0) {
-      if (msg.readUInt32BE(0) !== UDP_MAGIC_HI || msg.readUInt32BE(4) !== UDP_MAGIC_LO) {
+      if (u32(msg, 0) !== UDP_MAGIC_HI || u32(msg, 4) !== UDP_MAGIC_LO) {
         this.stats.udpDropped++;
         return null;
       }
       this.stats.udpConnects++;
-      out.writeUInt32BE(0, 0);
+      put32(out, 0, 0);
       out[4] = msg[12]; out[5] = msg[13]; out[6] = msg[14]; out[7] = msg[15];
       this.connIds.issue(address, out, 8);
-      return out.subarray(0, 16);
+      return this.reply(16);
     }
     if (!this.connIds.verify(address, msg, 0)) return this.udpError(msg, 'connection id mismatch');
     if (action === 1) {
@@ -408,27 +462,27 @@ export class Tracker {
         passkey = bep41Passkey(msg);
         if (passkey === null || !this.passkeys.has(passkey)) return this.udpError(msg, 'unknown passkey');
       }
-      const ih = msg.toString('latin1', 16, 36);
+      const ih = this.ihCache.get(msg, 16);
       if (this.allow !== null && !this.allow.has(ih)) return this.udpError(msg, 'info_hash not allowed');
-      const cport = msg.readUInt16BE(96);
+      const cport = (msg[96] << 8) | msg[97];
       if (cport === 0) return this.udpError(msg, 'invalid port');
-      const alen = compactAddress(address, cport, this.addrBuf);
+      const alen = this.udpSource(address, cport);
       if (alen === 0) return null;
-      const ev = msg.readUInt32BE(80);
+      const ev = u32(msg, 80);
       const event = (ev <= 3 ? ev : 0) as AnnounceEvent;
-      const seeder = msg.readUInt32BE(64) === 0 && msg.readUInt32BE(68) === 0;
-      const nw = msg.readInt32BE(92);
+      const seeder = u32(msg, 64) === 0 && u32(msg, 68) === 0;
+      const nw = u32(msg, 92) | 0;
       const numwant = nw < 0 ? this.defaultNumwant : nw;
       this.stats.udpAnnounces++;
       // Peers go straight into the reply after its 20-byte header.
       const r = this.store.announce(ih, alen === 18, this.addrBuf, 0, event, seeder, numwant, false, out, 20);
       if (this.onAnnounce !== null) this.onAnnounce(ih, alen === 18, this.addrBuf, event, seeder);
-      out.writeUInt32BE(1, 0);
+      put32(out, 0, 1);
       out[4] = msg[12]; out[5] = msg[13]; out[6] = msg[14]; out[7] = msg[15];
-      out.writeUInt32BE(this.interval, 8);
-      out.writeUInt32BE(r.incomplete, 12);
-      out.writeUInt32BE(r.complete, 16);
-      return out.subarray(0, 20 + (alen === 6 ? r.peers4Len : r.peers6Len));
+      put32(out, 8, this.interval);
+      put32(out, 12, r.incomplete);
+      put32(out, 16, r.complete);
+      return this.reply(20 + (alen === 6 ? r.peers4Len : r.peers6Len));
     }
     if (action === 2) {
       // BEP 41 options cannot be told apart from info-hashes in a scrape, so private trackers scrape over HTTP only.
@@ -440,14 +494,14 @@ export class Tracker {
       out[4] = msg[12]; out[5] = msg[13]; out[6] = msg[14]; out[7] = msg[15];
       let n = 8;
       for (let k = 0; k < count; k++) {
-        const ih = msg.toString('latin1', 16 + k * 20, 36 + k * 20);
+        const ih = this.ihCache.get(msg, 16 + k * 20);
         const s = this.allow !== null && !this.allow.has(ih) ? { complete: 0, incomplete: 0, downloaded: 0 } : this.store.scrape(ih);
         out.writeUInt32BE(s.complete, n);
         out.writeUInt32BE(s.downloaded, n + 4);
         out.writeUInt32BE(s.incomplete, n + 8);
         n += 12;
       }
-      return out.subarray(0, n);
+      return this.reply(n);
     }
     return this.udpError(msg, 'unknown action');
   }
@@ -463,7 +517,7 @@ export class Tracker {
     this.stats.udpErrors++;
     out.writeUInt32BE(3, 0);
     out[4] = msg[12]; out[5] = msg[13]; out[6] = msg[14]; out[7] = msg[15];
-    return out.subarray(0, n);
+    return this.reply(n);
   }
 
   // ------------------------------------------------------------------ housekeeping and introspection
