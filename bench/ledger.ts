@@ -6,6 +6,7 @@
  *
  *   npm run bench -- ledger [--quick] [--no-pg] [--no-http] [--no-inproc] [--no-batch] [--seconds S] [--verify-threads N] [--crash N]
  *                           [--startup-entries N]   (start-up time, snapshot vs full replay, of an N-entry journal; 0 = skip)
+ *                           [--sdks N]   (HTTP: spread the clients over N SDK instances; default 1, all clients share one)
  * Operations are signed before the timed window (client signing is not what is measured); every op counted was
  * acknowledged by the ledger after its batch was fsynced. Last line: one JSON object.
  */
@@ -38,6 +39,8 @@ const { values: argv } = parseArgs({
     'verify-threads': { type: 'string' },
     'no-batch': { type: 'boolean' },
     'startup-entries': { type: 'string' },
+    /** HTTP: SDK instances the clients are spread over (1 = all share one, coalescing their ops into batches). */
+    sdks: { type: 'string' },
   },
 });
 const quick = !!argv.quick;
@@ -137,20 +140,20 @@ function pct(a: number[], p: number): number {
   return Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 100) / 100;
 }
 
-async function drive(submit: (w: Buffer) => Promise<OpResult>, ops: Buffer[][][], clients: number, ms: number): Promise<{ ops: number; secs: number; lat: number[]; errors: number }> {
+async function drive(submit: (w: Buffer, client: number) => Promise<OpResult>, ops: Buffer[][][], clients: number, ms: number): Promise<{ ops: number; secs: number; lat: number[]; errors: number }> {
   const lat: number[] = [];
   let done = 0;
   let errors = 0;
   const t0 = performance.now();
   const end = t0 + ms;
   await Promise.all(
-    ops.slice(0, clients).map(async (units) => {
+    ops.slice(0, clients).map(async (units, client) => {
       for (const unit of units) {
         if (performance.now() >= end) return;
         for (const w of unit) {
           const s = performance.now();
           try {
-            await submit(w);
+            await submit(w, client);
             lat.push(performance.now() - s);
             done++;
           } catch (e) {
@@ -206,11 +209,12 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
     writeFileSync(keyFile, JSON.stringify({ seed: ledgerKeys.secretKey.subarray(0, 32).toString('hex') }));
     const { proc, url } = await startServer(db, keyFile);
     const exited = new Promise((res) => proc.once('exit', res));
-    const c = new LedgerClient(url, { maxSockets: clients, autoBatch: !argv['no-batch'] });
+    const nSdk = Math.max(1, Math.min(clients, Number(argv.sdks ?? 1)));
+    const sdks = Array.from({ length: nSdk }, () => new LedgerClient(url, { maxSockets: Math.ceil(clients / nSdk), autoBatch: !argv['no-batch'] }));
     try {
-      r = await drive((w) => c.submit(w), ops, clients, seconds * 1000);
+      r = await drive((w, client) => sdks[client % nSdk]!.submit(w), ops, clients, seconds * 1000);
     } finally {
-      c.close();
+      for (const c of sdks) c.close();
       proc.kill('SIGTERM');
       await exited;
     }

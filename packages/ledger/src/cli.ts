@@ -35,7 +35,7 @@ options:
   --max-channel-hours N    longest channel lifetime (default 720)
   --op-id-window-hours N   retry window of op ids, new ledgers only (default 24; 0 = remember every op id forever)
   --verify-threads N       signature-verification worker threads (default: one per core, max 4)
-  --gather-ms N            adaptive group commit: wait up to N ms for ops still being verified (default 4)
+  --gather-ms N            adaptive group commit: wait up to N ms for ops still being verified (default 0: off)
   --commit-window-ms N     extra wait to gather a commit batch (default 0)
   --rate N                 operations per second per signing key (default 1000)
   --snapshot-every N       save a state snapshot every N journal entries and on shutdown, so start-up replays only
@@ -160,7 +160,7 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
     ledgerKeys,
     genesis: genesisFrom(v),
     verifyThreads: intOpt(v['verify-threads'], 'verify-threads', Math.min(availableParallelism(), 4), 0, 16),
-    gatherMs: intOpt(v['gather-ms'], 'gather-ms', 4, 0, 1000),
+    gatherMs: intOpt(v['gather-ms'], 'gather-ms', 0, 0, 1000),
     commitWindowMs: intOpt(v['commit-window-ms'], 'commit-window-ms', 0, 0, 1000),
     expiryIntervalMs: cmd === 'serve' ? 1000 : 0,
     snapshotEvery: intOpt(v['snapshot-every'], 'snapshot-every', 100_000, 0, 1_000_000_000),

@@ -8,8 +8,8 @@
  * The commit loop takes everything queued, applies due expiries then the ops in memory (single-threaded, deterministic),
  * appends the new journal rows with a signed checkpoint on the last one in ONE storage transaction (one fsync), and
  * only then answers every op of the batch (acks and rejections alike). While a batch is being written the next one
- * accumulates: group commit. Adaptive: if the writer is free but ops that arrived earlier are still being verified,
- * the commit waits for them up to `gatherMs` so they share the fsync.
+ * accumulates: group commit. Optionally adaptive: if the writer is free but ops that arrived earlier are still being
+ * verified, the commit waits for them up to `gatherMs` (default 0: off) so they share the fsync.
  * A storage failure poisons the ledger (state in memory is ahead of disk); restart it to recover from the journal.
  */
 import { sha256, BTT, tag } from './codec.js';
@@ -53,7 +53,9 @@ export interface LedgerOptions {
   commitWindowMs?: number;
   /**
    * Adaptive group commit: when the writer is free but ops that arrived earlier are still being verified, wait for
-   * them up to this long so they join the same fsync (default 4 ms; 0 = commit whatever is verified at once).
+   * them up to this long so they join the same fsync (default 0 = commit whatever is verified at once: with many
+   * clients answered together, waiting re-synchronised them into waves and left the writer and the verifiers idle in
+   * turn; 0 measured 20-30% more ops/s at 64 clients).
    */
   gatherMs?: number;
   maxBatch?: number;
@@ -222,7 +224,7 @@ export class Ledger extends LedgerApiBase {
     const threads = opts.verifyThreads ?? Math.min(navigatorCores(), 4);
     this.verifier = new Verifier(threads);
     this.commitWindowMs = opts.commitWindowMs ?? 0;
-    this.gatherMs = opts.gatherMs ?? 4;
+    this.gatherMs = opts.gatherMs ?? 0;
     this.maxBatch = opts.maxBatch ?? 8192;
     this.durableHeight = state.height;
     this.snapshotEvery = opts.snapshotEvery ?? 100_000;
