@@ -275,3 +275,17 @@ test('a directory or file in the way gives a clear StorageError', async (t) => {
   rmSync(join(dir, 'root', 'd0', 'f0'), { recursive: true });
   await assert.rejects(st.writePiece(1, stream.subarray(64, 110)), (e: Error) => e instanceof StorageError && /d1/.test(e.message) && ['ENOTDIR', 'EEXIST'].includes(e.code));
 });
+
+test('an empty file that stops being skipped is created even though no piece write is left to create it', async (t) => {
+  const specs: Spec[] = [{ length: 40, pad: false }, { length: 0, pad: false }, { length: 40, pad: false }];
+  const stream = makeStream(specs, randomBytes(9));
+  const meta = makeMeta(specs, 32, stream);
+  const dir = tmp();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const st = new FileStorage(meta, dir, { skipFiles: new Set([1]) });
+  for (let i = 0; i < meta.pieceCount; i++) await st.writePiece(i, stream.subarray(i * 32, i * 32 + pieceSize(meta, i)));
+  assert.equal(existsSync(join(dir, ...meta.files[1].path)), false);
+  await st.setSkipFiles([]);
+  await st.close();
+  assert.equal(statSync(join(dir, ...meta.files[1].path)).size, 0);
+});

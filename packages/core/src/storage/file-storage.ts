@@ -120,7 +120,9 @@ export class FileStorage implements PieceStorage {
   /** Copy file i's bytes from the part file into the file (creating it); nothing to do without a part file. */
   private async moveFromPart(i: number): Promise<void> {
     const f = this.meta.files[i];
-    if (f.pad || f.length === 0) return;
+    if (f.pad) return;
+    if (f.length === 0) return this.createEmpty(i); // no piece write may come to create it any more
+
     await Promise.all([...this.partWrites]);
     let partSize: number;
     try {
