@@ -15,15 +15,16 @@
  * Memory: bytes per stored peer = (heapUsed + arrayBuffers) delta / peers, in this process, with gc.
  * Last line: one JSON object.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { SwarmStore } from '../packages/tracker/src/swarm.js';
+import { children, killChildren, run, freePort } from './tracker/procs.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -49,23 +50,8 @@ const udpSendThread = values['udp-send-thread'] ?? 'off';
 if (udpSendThread !== 'on' && udpSendThread !== 'off') throw new Error(`--udp-send-thread must be on or off`);
 let udpGen: string | null = null;
 
-const children: ChildProcess[] = [];
-function cleanup(): void {
-  for (const c of children) if (c.exitCode === null && c.pid) try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
-}
-process.on('exit', cleanup);
-process.on('SIGINT', () => { cleanup(); process.exit(130); });
+process.on('SIGINT', () => { killChildren(); process.exit(130); });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function waitTcp(port: number, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -80,17 +66,6 @@ async function waitTcp(port: number, ms = 10_000): Promise<void> {
   }
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(c);
-    let out = '', err = '';
-    c.stdout!.on('data', (d) => (out += d));
-    c.stderr!.on('data', (d) => (err += d));
-    c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}: ${err.slice(-500)}`))));
-  });
-}
 
 function lastJson(out: string): Record<string, number> {
   const lines = out.trim().split('\n').filter((l) => l.startsWith('{'));
@@ -243,9 +218,9 @@ async function main(): Promise<void> {
       bytes_per_peer_small_swarms: bppSmall,
     }));
   } finally {
-    cleanup();
+    killChildren();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-main().then(() => process.exit(0), (e) => { console.error(e); cleanup(); process.exit(1); });
+main().then(() => process.exit(0), (e) => { console.error(e); killChildren(); process.exit(1); });

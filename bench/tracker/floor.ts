@@ -12,13 +12,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { procCpuSeconds } from '../transfer/procstat.js';
+import { children, killChildren, run, freePort } from './procs.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -27,21 +27,7 @@ const seconds = Number(values.seconds ?? 4);
 const rounds = Number(values.rounds ?? 2);
 const only = values.only ? new Set(values.only.split(',')) : null;
 
-const children: ChildProcess[] = [];
-const cleanup = (): void => { for (const c of children) if (c.exitCode === null && c.pid) try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } };
-process.on('exit', cleanup);
 
-function run(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(c);
-    let out = '', err = '';
-    c.stdout!.on('data', (d) => (out += d));
-    c.stderr!.on('data', (d) => (err += d));
-    c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}: ${err.slice(-300)}`))));
-  });
-}
 
 function startJson(cmd: string, args: string[], key: string): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -57,12 +43,6 @@ function startJson(cmd: string, args: string[], key: string): Promise<{ child: C
   });
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
-  });
-}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bt-trkfloor-'));
@@ -109,8 +89,8 @@ async function main(): Promise<void> {
     }
     console.log(JSON.stringify({ bench: 'tracker-floor', seconds, rounds, ...res }));
   } finally {
-    cleanup();
+    killChildren();
     rmSync(dir, { recursive: true, force: true });
   }
 }
-main().then(() => process.exit(0), (e) => { console.error(e); cleanup(); process.exit(1); });
+main().then(() => process.exit(0), (e) => { console.error(e); killChildren(); process.exit(1); });

@@ -13,6 +13,14 @@ import { bytes } from './fixtures.js';
 
 const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
+/** Writes `files` under <dir>/seed/p and makes a torrent of that folder. */
+async function seedFolder(dir: string, files: Map<string, Buffer>, pieceLength: number): Promise<{ torrent: Buffer; meta: ReturnType<typeof parseTorrent> }> {
+  await mkdir(join(dir, 'seed', 'p'), { recursive: true });
+  for (const [name, data] of files) await writeFile(join(dir, 'seed', 'p', name), data);
+  const { torrent } = await createTorrent({ path: join(dir, 'seed', 'p'), pieceLength });
+  return { torrent, meta: parseTorrent(torrent) };
+}
+
 test('a skipped middle file: not created, boundary pieces kept in the part file; enabled later, it completes byte-exact', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'bt-select-'));
   const pieceLength = 32768;
@@ -22,12 +30,7 @@ test('a skipped middle file: not created, boundary pieces kept in the part file;
     ['b.bin', bytes(90_001, 2)],
     ['c.bin', bytes(70_003, 3)],
   ]);
-  for (const [name, data] of files) {
-    await mkdir(join(dir, 'seed', 'p'), { recursive: true });
-    await writeFile(join(dir, 'seed', 'p', name), data);
-  }
-  const { torrent } = await createTorrent({ path: join(dir, 'seed', 'p'), pieceLength });
-  const meta = parseTorrent(torrent);
+  const { torrent, meta } = await seedFolder(dir, files, pieceLength);
   assert.deepEqual(meta.files.map((f) => f.path.at(-1)), ['a.bin', 'b.bin', 'c.bin']);
   const seeder = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
   const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
@@ -68,10 +71,7 @@ test('the part file lost while a file was skipped: enabling the file re-checks t
     ['a.bin', bytes(40_000, 4)],
     ['b.bin', bytes(30_001, 5)],
   ]);
-  await mkdir(join(dir, 'seed', 'p'), { recursive: true });
-  for (const [name, data] of files) await writeFile(join(dir, 'seed', 'p', name), data);
-  const { torrent } = await createTorrent({ path: join(dir, 'seed', 'p'), pieceLength });
-  const meta = parseTorrent(torrent);
+  const { torrent, meta } = await seedFolder(dir, files, pieceLength);
   const logs: string[] = [];
   const seeder = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
   const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1, log: (m) => logs.push(m) });
