@@ -77,14 +77,19 @@ class WaitQueue {
     return this.granted[0] < NORMAL_SHARE * (this.granted[0] + this.granted[1]);
   }
 
-  /** Whether a new request at `priority` must wait behind queued ones instead of taking tokens now. */
-  mustQueue(priority: Priority): boolean {
-    if (priority === PRIORITY_HIGH) return this.lanes[1].length > 0 || (this.lanes[0].length > 0 && this.normalOwed());
-    return this.length > 0;
+  /**
+   * Grant `n` bytes now if a request at `priority` need not wait behind queued ones and `ready` allows it (taking the
+   * tokens); false otherwise, taking nothing.
+   */
+  tryGrant(n: number, priority: Priority): boolean {
+    const mustQueue = priority === PRIORITY_HIGH ? this.lanes[1].length > 0 || (this.lanes[0].length > 0 && this.normalOwed()) : this.length > 0;
+    if (mustQueue || !this.ready(n)) return false;
+    this.noteGrant(n, priority);
+    return true;
   }
 
   /** Account `n` bytes granted at `priority`. */
-  noteGrant(n: number, priority: Priority): void {
+  private noteGrant(n: number, priority: Priority): void {
     this.granted[priority] += n;
     if (this.granted[0] + this.granted[1] > SHARE_WINDOW_BYTES) {
       this.granted[0] /= 2;
@@ -250,9 +255,7 @@ export class TokenBucket {
   /** Take `n` bytes now if allowed (and nobody is queued ahead at this priority); otherwise take nothing and return false. */
   tryTake(n: number, priority: Priority = PRIORITY_NORMAL): boolean {
     checkAmount(n);
-    if (this.queue.mustQueue(priority) || !this.consumeIfReady(n)) return false;
-    this.queue.noteGrant(n, priority);
-    return true;
+    return this.queue.tryGrant(n, priority);
   }
 
   /** Milliseconds until `tryTake(n)` would succeed (0 = now), assuming no other consumer. */
@@ -318,9 +321,7 @@ export class RateLimiter {
 
   tryTake(n: number, priority: Priority = PRIORITY_NORMAL): boolean {
     checkAmount(n);
-    if (this.queue.mustQueue(priority) || !this.consumeIfReady(n)) return false;
-    this.queue.noteGrant(n, priority);
-    return true;
+    return this.queue.tryGrant(n, priority);
   }
 
   /** The longest wait among the buckets. */

@@ -3,7 +3,7 @@
  * are complete (their skipped part is kept in a part file, `.<infohash>.parts`), can be served, and survive a later
  * change of mind — a file enabled mid-download ends up byte-exact, and the part file goes once nothing is skipped.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, writeFile, readFile, rm, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,16 +13,26 @@ import { bytes } from './fixtures.js';
 
 const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
-/** Writes `files` under <dir>/seed/p and makes a torrent of that folder. */
-async function seedFolder(dir: string, files: Map<string, Buffer>, pieceLength: number): Promise<{ torrent: Buffer; meta: ReturnType<typeof parseTorrent> }> {
+/**
+ * A temp dir with `files` under seed/p, a torrent of that folder, and `count` listening sessions (closed, and the dir
+ * removed, after the test); the first seeds. `log` goes to the second session (the leecher).
+ */
+async function swarm(t: TestContext, files: Map<string, Buffer>, pieceLength: number, count: number, log?: (m: string) => void) {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-select-'));
+  const sessions = Array.from({ length: count }, (_, i) => new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1, ...(i === 1 && log ? { log } : {}) }));
+  t.after(async () => {
+    for (const s of [...sessions].reverse()) await s.close();
+    await rm(dir, { recursive: true, force: true });
+  });
   await mkdir(join(dir, 'seed', 'p'), { recursive: true });
   for (const [name, data] of files) await writeFile(join(dir, 'seed', 'p', name), data);
   const { torrent } = await createTorrent({ path: join(dir, 'seed', 'p'), pieceLength });
-  return { torrent, meta: parseTorrent(torrent) };
+  for (const s of sessions) await s.listen();
+  await sessions[0].add({ torrent, path: join(dir, 'seed') });
+  return { dir, torrent, meta: parseTorrent(torrent), sessions };
 }
 
 test('a skipped middle file: not created, boundary pieces kept in the part file; enabled later, it completes byte-exact', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'bt-select-'));
   const pieceLength = 32768;
   // Sizes chosen so that every file boundary falls inside a piece.
   const files = new Map<string, Buffer>([
@@ -30,19 +40,8 @@ test('a skipped middle file: not created, boundary pieces kept in the part file;
     ['b.bin', bytes(90_001, 2)],
     ['c.bin', bytes(70_003, 3)],
   ]);
-  const { torrent, meta } = await seedFolder(dir, files, pieceLength);
+  const { dir, torrent, meta, sessions: [seeder, leecher, third] } = await swarm(t, files, pieceLength, 3);
   assert.deepEqual(meta.files.map((f) => f.path.at(-1)), ['a.bin', 'b.bin', 'c.bin']);
-  const seeder = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
-  const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
-  const third = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
-  t.after(async () => {
-    await third.close();
-    await leecher.close();
-    await seeder.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  for (const s of [seeder, leecher, third]) await s.listen();
-  await seeder.add({ torrent, path: join(dir, 'seed') });
   const lt = await leecher.add({ torrent, path: join(dir, 'dl'), filePriorities: [1, 0, 1], peers: [{ host: '127.0.0.1', port: seeder.port }] });
   await lt.done;
   const partFile = join(dir, 'dl', `.${meta.infoHash.toString('hex')}.parts`);
@@ -65,23 +64,13 @@ test('a skipped middle file: not created, boundary pieces kept in the part file;
 });
 
 test('the part file lost while a file was skipped: enabling the file re-checks the shared pieces and downloads them again', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'bt-select-'));
   const pieceLength = 16384;
   const files = new Map<string, Buffer>([
     ['a.bin', bytes(40_000, 4)],
     ['b.bin', bytes(30_001, 5)],
   ]);
-  const { torrent, meta } = await seedFolder(dir, files, pieceLength);
   const logs: string[] = [];
-  const seeder = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1 });
-  const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1, log: (m) => logs.push(m) });
-  t.after(async () => {
-    await leecher.close();
-    await seeder.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  for (const s of [seeder, leecher]) await s.listen();
-  await seeder.add({ torrent, path: join(dir, 'seed') });
+  const { dir, torrent, meta, sessions: [seeder, leecher] } = await swarm(t, files, pieceLength, 2, (m) => logs.push(m));
   const lt = await leecher.add({ torrent, path: join(dir, 'dl'), filePriorities: [1, 0], peers: [{ host: '127.0.0.1', port: seeder.port }] });
   await lt.done;
   const partFile = join(dir, 'dl', `.${meta.infoHash.toString('hex')}.parts`);

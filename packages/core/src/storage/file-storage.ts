@@ -89,11 +89,6 @@ export class FileStorage implements PieceStorage {
     this.ioPaths = [...this.paths, this.partPath];
   }
 
-  /** Files currently skipped. */
-  get skippedFiles(): ReadonlySet<number> {
-    return this.skip;
-  }
-
   /**
    * Change which files are skipped. A file that stops being skipped and does not exist yet is created from the
    * part file's bytes for it (its reads and writes wait for that); when no file is skipped any more, the part
@@ -175,8 +170,14 @@ export class FileStorage implements PieceStorage {
     });
   }
 
-  /** Skipped file i, absent from disk: its bytes live in the part file. */
+  /**
+   * Skipped file i, absent from disk: its bytes live in the part file. A file being moved out of the part file
+   * waits for the move (and is then no longer skipped). Callers test `skip`/`moving` first to keep the common
+   * case free of an await.
+   */
   private async inPartFile(i: number): Promise<boolean> {
+    const moving = this.moving.get(i);
+    if (moving) await moving;
     if (!this.skip.has(i)) return false;
     let e = this.skippedExists.get(i);
     if (e === undefined) {
@@ -214,19 +215,18 @@ export class FileStorage implements PieceStorage {
         if (!this.skip.has(i)) await this.createEmpty(i);
         continue;
       }
-      const moving = this.moving.get(i);
-      if (moving) await moving;
-      const toPart = this.skip.has(i) && (await this.inPartFile(i));
+      const toPart = (this.skip.has(i) || this.moving.has(i)) && (await this.inPartFile(i));
+      const key = toPart ? this.PART : i;
       const from = Math.max(start, f.offset);
       const to = Math.min(end, f.offset + f.length);
-      const write = this.withFile(toPart ? this.PART : i, true, async (fh, h) => {
+      const write = this.withFile(key, true, async (fh, h) => {
         let off = from - start;
         let pos = toPart ? from : from - f.offset;
         let left = to - from;
         h.dirty = true;
         while (left > 0) {
           const bytesWritten = await pwrite(fh.fd, data, off, left, pos);
-          if (bytesWritten <= 0) throw new StorageError(`storage: write to ${this.ioPaths[toPart ? this.PART : i]} made no progress`, 'EIO', this.ioPaths[toPart ? this.PART : i]);
+          if (bytesWritten <= 0) throw new StorageError(`storage: write to ${this.ioPaths[key]} made no progress`, 'EIO', this.ioPaths[key]);
           off += bytesWritten;
           pos += bytesWritten;
           left -= bytesWritten;
@@ -313,9 +313,7 @@ export class FileStorage implements PieceStorage {
       if (f.pad) {
         out.fill(0, o, o + n);
       } else {
-        const moving = this.moving.get(i);
-        if (moving) await moving;
-        const fromPart = this.skip.has(i) && (await this.inPartFile(i));
+        const fromPart = (this.skip.has(i) || this.moving.has(i)) && (await this.inPartFile(i));
         const key = fromPart ? this.PART : i;
         const filePos = fromPart ? pos : pos - f.offset;
         await this.withFile(key, false, async (fh) => {
