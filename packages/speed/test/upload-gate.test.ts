@@ -62,3 +62,46 @@ test('upload gate: requests for allowed pieces behind a held one are served; the
   assert.equal(leech.stats().progress, 1);
   assert.equal(sent.filter((i) => i === 0).length, 1);
 });
+
+test('upload gate: while every queued request is held, each new request costs one gate call, not a rescan of the queue', { timeout: 30_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'speed-gate-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const seedDir = join(dir, 'seed');
+  mkdirSync(seedDir);
+  const N = 24; // within the leecher's first pipeline (32 requests): all asked at once
+  writeFileSync(join(seedDir, 'a.bin'), randomBytes(PIECE * N));
+  const { torrent } = await createTorrent({ path: join(seedDir, 'a.bin'), pieceLength: PIECE });
+  let open = false;
+  const held = new Set<number>();
+  let calls = 0;
+  const seedSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  const leechSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  t.after(() => Promise.all([seedSession.close(), leechSession.close()]));
+  await seedSession.listen();
+  await leechSession.listen();
+  let allAsked!: () => void;
+  const asked = new Promise<void>((resolve) => (allAsked = resolve));
+  const seeder = await seedSession.add({
+    torrent,
+    path: seedDir,
+    skipHashCheck: true,
+    uploadGate: {
+      mayUpload: (_peer, piece) => {
+        calls++;
+        if (!open) {
+          held.add(piece);
+          if (held.size === N) allAsked();
+        }
+        return open;
+      },
+    },
+  });
+  const leech = await leechSession.add({ torrent, path: join(dir, 'leech'), peers: [{ host: '127.0.0.1', port: seedSession.port }] });
+  await asked; // the leecher's pipeline (≥ N blocks) asked for every piece; all were held
+  // A rescan per arriving request would be N(N+1)/2 = 300 calls; one call per request plus a scan per drain/tick is ~N.
+  assert.ok(calls <= 3 * N, `${calls} gate calls for ${N} held requests`);
+  open = true;
+  seeder.resumeUploads();
+  await leech.done;
+  assert.equal(leech.stats().progress, 1);
+});
