@@ -25,7 +25,7 @@ import { WebSeed, type WebSeedHost } from './webseed.js';
 import { mseInitiate, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import { PeerWire } from './wire/peer-wire.js';
 import type { WireExtensionFactory } from './wire/extensions.js';
-import { utMetadata } from './wire/ut-metadata.js';
+import { utMetadata, type UtMetadataExtension } from './wire/ut-metadata.js';
 import { utPex } from './wire/ut-pex.js';
 
 export const BLOCK_SIZE = 16 * 1024;
@@ -33,6 +33,10 @@ export const BLOCK_SIZE = 16 * 1024;
 const MAX_SERVED_BLOCK = 128 * 1024;
 /** Requests a peer may queue with us (advertised as reqq); beyond that they are rejected. */
 const MAX_PEER_REQUEST_QUEUE = 500;
+/** Magnet links: peers asked for the info dictionary at once, how long one may go without sending a piece, and how long a peer that failed is left alone. */
+const METADATA_FETCHERS = 3;
+const METADATA_STALL_MS = 20_000;
+const METADATA_RETRY_MS = 60_000;
 /** Hash failures a peer may contribute to before it is banned. */
 const BAN_AFTER_HASH_FAILURES = 2;
 /** Bytes of completed pieces being hashed or written before we stop requesting more (memory bound). */
@@ -195,6 +199,12 @@ export class Peer {
    * queue on each of the held piece's requests cost ~90k gate calls and 3× the serve-loop runs per GiB.
    */
   uploadHeld = false;
+  /** Magnet phase: when our ut_metadata fetch from this peer last started or made progress (undefined: not fetching). */
+  metadataSince: number | undefined;
+  /** Pieces its running fetch had received at metadataSince. */
+  metadataPieces = 0;
+  /** Its last fetch failed: not asked again before this time. */
+  metadataRetryAt = 0;
   readPaused = false;
   snubbed = false;
   pipeline = 32;
@@ -725,7 +735,13 @@ export class Torrent extends EventEmitter {
       if (i >= 0) peer.uploadQueue.splice(i, 1);
     });
     wire.on('extended-handshake', () => {
-      if (!this.metainfo) this.fetchMetadataFrom(peer);
+      if (!this.metainfo) this.startMetadataFetches();
+    });
+    wire.on('metadata-error', (err: Error) => {
+      peer.metadataSince = undefined;
+      peer.metadataRetryAt = this.deps.clock.now() + METADATA_RETRY_MS;
+      this.deps.log(`${this.name}: no metadata from ${peer.key}: ${err.message}`);
+      if (!this.metainfo) this.startMetadataFetches();
     });
     wire.on('metadata', (buf: Buffer) => this.onMetadata(buf));
     wire.on('pex-peers', (ev: { added: PeerAddress[] }) => {
@@ -826,9 +842,48 @@ export class Torrent extends EventEmitter {
 
   // ---------------------------------------------------------------- metadata (BEP 9)
 
-  private fetchMetadataFrom(peer: Peer): void {
-    const ext = (peer.wire as unknown as { extensionsByName?: Map<string, { fetch?: () => void }> }).extensionsByName?.get('ut_metadata');
-    ext?.fetch?.();
+  private metadataExt(peer: Peer): UtMetadataExtension | undefined {
+    return peer.wire.getExtension<UtMetadataExtension>('ut_metadata');
+  }
+
+  /**
+   * Fetch the info dictionary from at most METADATA_FETCHERS peers at once (each fetch allocates up to the peer's
+   * metadata_size and downloads all of it: every connected peer at once multiplied both by the swarm size). A peer
+   * that fails, or sends no piece for METADATA_STALL_MS, is set aside for METADATA_RETRY_MS and the next one asked.
+   */
+  private startMetadataFetches(): void {
+    if (this.metainfo || this.state === 'closed') return;
+    const now = this.deps.clock.now();
+    let running = 0;
+    for (const peer of this.peers.values()) if (peer.metadataSince !== undefined) running++;
+    for (const peer of this.peers.values()) {
+      if (running >= METADATA_FETCHERS) return;
+      if (peer.metadataSince !== undefined || now < peer.metadataRetryAt || !peer.wire.extendedHandshake) continue;
+      const ext = this.metadataExt(peer);
+      if (!ext || !(ext.peerMetadataSize! > 0)) continue;
+      peer.metadataSince = now;
+      peer.metadataPieces = 0;
+      running++;
+      ext.fetch(); // may fail synchronously ('metadata-error' clears metadataSince)
+      if (peer.metadataSince === undefined) running--;
+    }
+  }
+
+  /** tick(): abort fetches that stalled, start others. */
+  private checkMetadataFetches(now: number): void {
+    for (const peer of this.peers.values()) {
+      if (peer.metadataSince === undefined) continue;
+      const ext = this.metadataExt(peer);
+      const got = ext?.piecesReceived ?? 0;
+      if (got !== peer.metadataPieces) {
+        peer.metadataPieces = got;
+        peer.metadataSince = now;
+      } else if (now - peer.metadataSince >= METADATA_STALL_MS) {
+        ext?.abort(`no metadata piece for ${METADATA_STALL_MS / 1000} s`); // → 'metadata-error' → next peer
+        if (peer.metadataSince !== undefined) peer.metadataSince = undefined;
+      }
+    }
+    this.startMetadataFetches();
   }
 
   private onMetadata(info: Buffer): void {
@@ -1326,6 +1381,7 @@ export class Torrent extends EventEmitter {
       }
     }
     this.connectMore();
+    if (!this.metainfo) this.checkMetadataFetches(now);
     for (const ws of this.webSeeds) ws.kick();
     // Watchdog: an idle upload loop with queued requests (a held UploadGate, or a lost 'drain' wake-up) restarts
     // within a second instead of leaving the peer's requests unanswered until it gives up on us.

@@ -25,7 +25,7 @@ const MSG_REQUEST = 0, MSG_DATA = 1, MSG_REJECT = 2;
 
 export class UtMetadataError extends Error {
   constructor(
-    readonly code: 'NOT_SUPPORTED' | 'BAD_SIZE' | 'TOO_LARGE' | 'REJECTED' | 'BAD_PIECE' | 'HASH_MISMATCH' | 'CLOSED',
+    readonly code: 'NOT_SUPPORTED' | 'BAD_SIZE' | 'TOO_LARGE' | 'REJECTED' | 'BAD_PIECE' | 'HASH_MISMATCH' | 'CLOSED' | 'TIMEOUT',
     message: string,
   ) {
     super(`ut_metadata: ${message}`);
@@ -52,6 +52,10 @@ export interface UtMetadataExtension extends WireExtension {
   readonly fetching: boolean;
   /** Resolved when the metadata arrived and verified; rejected on error. Starts the fetch. */
   fetchAsync(): Promise<Buffer>;
+  /** Metadata pieces received so far in the running fetch (a caller's stall timer watches it). */
+  readonly piecesReceived: number;
+  /** Give up the running fetch (emits 'metadata-error' with `code`, TIMEOUT by default); fetch() may start again later. */
+  abort(message?: string): void;
 }
 
 export function utMetadata(opts: UtMetadataOptions): WireExtensionFactory<UtMetadataExtension> {
@@ -115,6 +119,14 @@ class UtMetadata implements UtMetadataExtension {
       this.wire.once('metadata-error', onErr);
       this.fetch();
     });
+  }
+
+  get piecesReceived(): number {
+    return this.received;
+  }
+
+  abort(message = 'no metadata piece arrived in time'): void {
+    if (this.fetching) this.fail(new UtMetadataError('TIMEOUT', message));
   }
 
   private start(): void {
