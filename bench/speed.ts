@@ -24,6 +24,7 @@ import { Session, createTorrent, type Torrent } from '@bitorrent/core';
 import { Ledger, keyPairFromSeed, BTT, createLedgerServer, encryptKeystore, writeKeystore } from '@bitorrent/ledger';
 import { startBitorrent } from '@bitorrent/testbed';
 import { procCpuSeconds } from './transfer/procstat.js';
+import { spawnSync } from 'node:child_process';
 import { SpeedAgent, defaultMaxUnpaid } from '@bitorrent/speed';
 import { runDemoCli } from '@bitorrent/speed/demo';
 
@@ -185,6 +186,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     const common = ['--peer-port', '0', '--host', '127.0.0.1', '--no-dht', '--no-pex', '--json'];
     const offs: number[] = [], ons: number[] = [];
     const cpuOn: number[] = [], cpuOff: number[] = [];
+    const winOn: number[] = [], winOff: number[] = [];
     let paidOk = true;
     let earnedTotal = 0n;
     log(`(a, separate processes) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid ?? defaultMaxUnpaid(PIECE)}${maxUnpaid === undefined ? ' (CLI default)' : ' (--unpaid-limit)'}, ledger ${url}, ${rounds} rounds (ABBA)`);
@@ -198,6 +200,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
       let leecher: ReturnType<typeof startBitorrent> | undefined;
       try {
         const ready = await seeder.waitLine((l) => l.event === 'seeding', 600_000, 'the seeder to be ready');
+        const seedCpuAtStart = procCpuSeconds(seeder.process.pid) ?? NaN;
         leecher = startBitorrent(['download', torrentPath, '-o', dl, '--no-resume', '--state-dir', join(dir, `st-l-${tag}`), '--peer', `127.0.0.1:${ready.port}`, ...common, ...speed(leechWallet, false)], { env, nodeArgs: prof('leech') });
         const done = await leecher.waitLine((l) => l.event === 'done', 1_800_000, 'the download to finish');
         const seconds = Number(done.seconds);
@@ -207,6 +210,9 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         const cpuSeed = procCpuSeconds(seeder.process.pid) ?? NaN, cpuLeech = procCpuSeconds(leecher.process.pid) ?? NaN;
         const cpu = cpuSeed + cpuLeech;
         (mode === 'on' ? cpuOn : cpuOff).push(cpu);
+        // The same, during the transfer only (the leecher reports its own; the seeder's from the leecher's start).
+        const winSeed = cpuSeed - seedCpuAtStart, winLeech = Number(done.cpuSeconds);
+        (mode === 'on' ? winOn : winOff).push(winSeed + winLeech);
         await leecher.stop();
         await seeder.stop(); // SIGTERM: the provider closes its channels on the ledger
         let books = '';
@@ -219,11 +225,14 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
           paidOk &&= ok;
           books = `; provider earned ${earned} of ${size} bytes at 1/byte, requester left ${left}, books ${ok ? 'exact' : 'WRONG'}`;
         }
-        log(`(a, processes) round ${r} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)})${books}`);
+        log(`(a, processes) round ${r} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)}; during the transfer ${winSeed.toFixed(2)} + ${winLeech.toFixed(2)})${books}`);
       } finally {
         await leecher?.stop();
         await seeder.stop();
         rmSync(dl, { recursive: true, force: true });
+        // Start every round with no dirty pages left over from the last one (their writeback would otherwise land
+        // in the middle of the next round, in either mode).
+        spawnSync('sync');
       }
     };
     for (let r = 0; r < rounds; r++) {
@@ -231,15 +240,15 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
       for (const m of order) await runOne(m, r);
     }
     const median = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[a.length >> 1] : NaN);
-    log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s`);
-    return { on: median(ons), off: median(offs), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff) };
+    log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s; during the transfer off ${median(winOff).toFixed(2)} s, on ${median(winOn).toFixed(2)} s`);
+    return { on: median(ons), off: median(offs), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff), cpuTransferOn: median(winOn), cpuTransferOff: median(winOff) };
   } finally {
     await srv.close();
     await ledger.close();
   }
 }
 
-interface PartA { on: number; off: number; paidOk: boolean; cpuOn?: number; cpuOff?: number }
+interface PartA { on: number; off: number; paidOk: boolean; cpuOn?: number; cpuOff?: number; cpuTransferOn?: number; cpuTransferOff?: number }
 
 async function partA(): Promise<{ procs?: PartA; inproc?: PartA }> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-speed-'));
@@ -347,6 +356,8 @@ console.log(
     overhead: r3(1 - procs.on / procs.off),
     cpu_off_s: r3(procs.cpuOff ?? NaN),
     cpu_on_s: r3(procs.cpuOn ?? NaN),
+    cpu_transfer_off_s: r3(procs.cpuTransferOff ?? NaN),
+    cpu_transfer_on_s: r3(procs.cpuTransferOn ?? NaN),
     one_process_on_MBps: r3(inproc.on),
     one_process_off_MBps: r3(inproc.off),
     overhead_one_process: r3(1 - inproc.on / inproc.off),

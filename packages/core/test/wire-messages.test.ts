@@ -133,6 +133,36 @@ test('property: any chunking of a valid stream yields the same messages', () => 
   );
 });
 
+test('property: transientChunks — read into one reused buffer (scrambled after every feed), held input and kept payloads survive', () => {
+  fc.assert(
+    fc.property(fc.array(messageArb, { maxLength: 25 }), fc.array(fc.nat(), { maxLength: 40 }), fc.array(fc.boolean(), { maxLength: 60 }), (msgs, cuts, stops) => {
+      const stream = Buffer.concat(msgs.map(encodeMessage));
+      const p = new MessageParser({ transientChunks: true });
+      const readBuf = Buffer.alloc(stream.length + 1);
+      const seen: { msg: WireMessage; atSink: unknown }[] = [];
+      let s = 0;
+      // A consumer copies what it needs during the sink call (piece blocks are views, valid only then).
+      const sink = (m: WireMessage) => {
+        seen.push({ msg: m, atSink: plain(m) });
+        return stops[s++ % Math.max(1, stops.length)] !== true;
+      };
+      for (const c of splitAt(stream, cuts)) {
+        c.copy(readBuf);
+        assert.equal(p.feed(readBuf.subarray(0, c.length), sink), null);
+        readBuf.fill(0xee); // the socket's next read overwrites the buffer
+        for (let i = 0; i < 100 && p.heldBytes > 0; i++) {
+          p.feed(Buffer.alloc(0), sink);
+          readBuf.fill(0xdd);
+        }
+      }
+      assert.deepEqual(seen.map((x) => x.atSink), msgs.map(plain));
+      // Kept messages (an extension's payload, a bitfield) still hold their bytes after the buffer was reused.
+      for (const x of seen) if (x.msg.type === 'extended' || x.msg.type === 'bitfield') assert.deepEqual(plain(x.msg), x.atSink);
+    }),
+    { numRuns: 300 },
+  );
+});
+
 test('property: byte-at-a-time parsing equals whole-buffer parsing', () => {
   fc.assert(
     fc.property(fc.array(messageArb, { maxLength: 8 }), (msgs) => {

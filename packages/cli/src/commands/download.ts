@@ -111,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     client.setProgress(reportProgress(torrent, mode));
     const started = Date.now();
+    const cpuAtStart = process.cpuUsage();
     await Promise.race([
       torrent.done,
       selectionFailed,
@@ -119,7 +120,9 @@ export async function run(argv: string[]): Promise<number> {
     client.setProgress(undefined);
     const s = torrent.stats();
     const secs = (Date.now() - started) / 1000;
-    if (mode === 'json') console.log(JSON.stringify({ event: 'done', infoHash: s.infoHash, bytes: s.verifiedBytes, seconds: secs }));
+    const cpu = process.cpuUsage(cpuAtStart);
+    // cpuSeconds: this process's user + system time during the transfer (all threads; start-up excluded).
+    if (mode === 'json') console.log(JSON.stringify({ event: 'done', infoHash: s.infoHash, bytes: s.verifiedBytes, seconds: secs, cpuSeconds: (cpu.user + cpu.system) / 1e6 }));
     else console.log(`done: ${s.name} (${formatBytes(s.verifiedBytes)} in ${formatDuration(secs)}, ${formatRate(s.verifiedBytes / Math.max(secs, 0.001))})`);
     if (keepSeeding) {
       if (mode !== 'json' && mode !== 'quiet') console.log('seeding; press Ctrl-C to stop');

@@ -283,6 +283,12 @@ export interface ParserOptions {
   maxBlockLength?: number;
   /** Cap on a bitfield's byte length (default: maxMessageLength - 1). */
   maxBitfieldLength?: number;
+  /**
+   * The caller reuses each chunk's memory once feed() returns (a socket reading into one fixed buffer): whatever
+   * outlives the call is copied — extended payloads and input held back. Piece blocks stay zero-copy views, valid
+   * only until the sink returns (consumers copy them, as the torrent does into its piece buffer).
+   */
+  transientChunks?: boolean;
 }
 
 /** Return `false` from the sink to stop parsing; the rest is kept and parsed on the next feed(). */
@@ -327,6 +333,7 @@ export class MessageParser {
   readonly maxMessageLength: number;
   readonly maxBlockLength: number;
   readonly maxBitfieldLength: number;
+  private readonly transient: boolean;
 
   private state: number;
   /** Bytes of the current header / handshake / small body collected so far. */
@@ -348,6 +355,7 @@ export class MessageParser {
     this.maxMessageLength = opts.maxMessageLength ?? DEFAULT_MAX_MESSAGE_LENGTH;
     this.maxBlockLength = opts.maxBlockLength ?? DEFAULT_MAX_BLOCK_LENGTH;
     this.maxBitfieldLength = opts.maxBitfieldLength ?? this.maxMessageLength - 1;
+    this.transient = opts.transientChunks ?? false;
     if (!(this.maxMessageLength >= 13)) throw new RangeError('maxMessageLength must be at least 13');
     this.state = opts.expectHandshake ? ST_HANDSHAKE : ST_LEN;
   }
@@ -545,7 +553,7 @@ export class MessageParser {
   }
 
   private hold(chunk: Buffer, off: number): boolean {
-    if (off < chunk.length) this.held.unshift(chunk.subarray(off));
+    if (off < chunk.length) this.held.unshift(this.transient ? Buffer.from(chunk.subarray(off)) : chunk.subarray(off));
     return true;
   }
 
@@ -581,7 +589,8 @@ export class MessageParser {
         // Bitfields live for the whole connection: always detach them from the socket chunk.
         return { type: 'bitfield', bitfield: owned ? buf.subarray(off, off + len) : Buffer.from(buf.subarray(off, off + len)) };
       case MessageId.EXTENDED:
-        return { type: 'extended', extId: buf[off], payload: this.slice(buf, off + 1, off + len) };
+        // Extension handlers keep parts of what they decode (a handshake dict, a signature): detach from reused memory.
+        return { type: 'extended', extId: buf[off], payload: this.transient && !owned ? Buffer.from(buf.subarray(off + 1, off + len)) : this.slice(buf, off + 1, off + len) };
       default:
         throw new Error('unreachable');
     }

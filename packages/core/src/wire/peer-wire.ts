@@ -42,6 +42,8 @@ export const DEFAULT_CLIENT_NAME = 'bitorrent 0.1';
 export interface PeerWireOptions {
   /** Our 20-byte peer id. */
   peerId: Buffer;
+  /** Input arrives through ingest() from one reused read buffer: see ParserOptions.transientChunks. */
+  transientChunks?: boolean;
   /** Capabilities we advertise (default: extended and fast on, dht off). */
   reserved?: { extended?: boolean; fast?: boolean; dht?: boolean };
   /** Cap on any incoming message (default 1 MiB). */
@@ -177,6 +179,7 @@ export class PeerWire extends EventEmitter {
     this.localCaps = { extended: r.extended ?? true, fast: r.fast ?? true, dht: r.dht ?? false };
     this.parser = new MessageParser({
       expectHandshake: true,
+      transientChunks: opts.transientChunks,
       maxMessageLength: opts.maxMessageLength,
       maxBlockLength: opts.maxBlockLength,
       maxBitfieldLength: opts.maxBitfieldLength,
@@ -451,6 +454,14 @@ export class PeerWire extends EventEmitter {
   }
 
   // ------------------------------------------------------------ receiving
+
+  /**
+   * Bytes read from the socket by the caller (a net.Socket created with `onread` into one reused buffer, which
+   * emits no 'data'): parsed now. With `transientChunks` the chunk's memory may be reused as soon as this returns.
+   */
+  ingest(chunk: Buffer): void {
+    this.handleData(chunk);
+  }
 
   private handleData(chunk: Buffer): void {
     if (this.destroyed) return;
