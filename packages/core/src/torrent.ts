@@ -145,6 +145,8 @@ export interface TorrentOptions {
 export interface UploadGate {
   mayUpload(peerKey: string, piece: number): boolean;
   onBlockUploaded?(peerKey: string, piece: number, bytes: number): void;
+  /** The other direction: a block arrived from this peer (requested or not). Speed charges paid blocks here. */
+  onBlockReceived?(peerKey: string, piece: number, bytes: number): void;
   /**
    * The other direction, for the same plugin: at most this many distinct pieces with our requests outstanding at
    * this peer (undefined: no limit; see PickerPeer.maxPieces). Speed: whole pieces, K + 1 at a time, from a provider
@@ -982,6 +984,7 @@ export class Torrent extends EventEmitter {
     peer.downRate.add(block.length);
     this.downRate.add(block.length);
     this.throttleDownload(peer, block.length);
+    this.opts.uploadGate?.onBlockReceived?.(peer.key, index, block.length);
     if (!meta || !this.picker || !this.have || !req || req.length !== block.length) {
       this.wastedBytes += block.length;
       return;

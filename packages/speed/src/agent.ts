@@ -129,6 +129,8 @@ export class SpeedAgent extends EventEmitter {
   private torrent?: Torrent;
   private readonly wireIds = new WeakMap<PeerWire, string>();
   private detach?: () => void;
+  /** uploadGate() was handed to a torrent: blocks received are charged through its onBlockReceived. */
+  private blocksViaGate = false;
 
   constructor(o: SpeedAgentOptions) {
     super();
@@ -170,7 +172,11 @@ export class SpeedAgent extends EventEmitter {
 
   /** The torrent's UploadGate: holds a Speed requester's requests while it is at its unpaid-piece limit (K). */
   uploadGate(): UploadGate {
+    // Blocks received are then charged through the gate (one call from core's own block handler) instead of a second
+    // 'piece' listener on every wire: on the download's hot path a second listener makes each emit copy its list.
+    this.blocksViaGate = true;
     return {
+      onBlockReceived: (peerKey, piece, bytes) => this.peers.get(peerKey)?.req?.onBlock(piece, bytes),
       mayUpload: (peerKey, piece) => this.mayUpload(peerKey, piece),
       onBlockUploaded: (peerKey, piece, bytes) => this.onBlockUploaded(peerKey, piece, bytes),
       maxRequestPieces: (peerKey, rate) => this.maxRequestPieces(peerKey, rate),
@@ -287,7 +293,7 @@ export class SpeedAgent extends EventEmitter {
         const p = this.byWire(wire);
         if (p) this.onMessage(p, m);
       });
-      wire.on('piece', (index: number, _begin: number, block: Buffer) => this.byWire(wire)?.req?.onBlock(index, block.length));
+      if (!this.blocksViaGate) wire.on('piece', (index: number, _begin: number, block: Buffer) => this.byWire(wire)?.req?.onBlock(index, block.length));
       wire.on('choke', () => {
         const p = this.byWire(wire);
         if (!p?.req) return;

@@ -604,6 +604,7 @@ export class RequesterPayments {
    */
   private inFlight: bigint[] = [];
   private badPieces = 0;
+  private blockCost?: { bytes: number; price: bigint; cost: bigint };
   /** Pay for this many verified pieces with one signed state (setProviderLimit). */
   private batchPieces = 1;
   /** Verified pieces held back to be paid in one state: the newest piece, the summed amount, how many pieces. */
@@ -646,9 +647,11 @@ export class RequesterPayments {
     if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError('bytes must be a non-negative integer');
     this.contributed.add(piece);
     if (this.price === 0n || bytes === 0) return 0n;
-    const cost = this.price * BigInt(bytes);
-    this.owedByPiece.set(piece, (this.owedByPiece.get(piece) ?? 0n) + cost);
-    return cost;
+    // Called for every block received: whole blocks at an unchanged price reuse one product.
+    let c = this.blockCost;
+    if (c === undefined || c.bytes !== bytes || c.price !== this.price) c = this.blockCost = { bytes, price: this.price, cost: this.price * BigInt(bytes) };
+    this.owedByPiece.set(piece, (this.owedByPiece.get(piece) ?? 0n) + c.cost);
+    return c.cost;
   }
 
   /** What we will owe for `piece` once it verifies. */
