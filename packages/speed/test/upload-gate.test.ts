@@ -3,7 +3,7 @@
  * upload queue must not hold the requests behind it that the gate allows (head-of-line blocking); the held piece is
  * served once the gate opens and resumeUploads() is called.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,16 @@ import { Session, createTorrent } from '@bitorrent/core';
 
 const PIECE = 16 * 1024; // one block per piece: one request per piece
 const PIECES = 8;
+
+/** A seeding and a leeching Session on loopback, closed after the test. */
+async function twoSessions(t: TestContext): Promise<[Session, Session]> {
+  const a = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  const b = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await a.listen();
+  await b.listen();
+  return [a, b];
+}
 
 test('upload gate: requests for allowed pieces behind a held one are served; the held one after resumeUploads()', { timeout: 30_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'speed-gate-'));
@@ -25,11 +35,7 @@ test('upload gate: requests for allowed pieces behind a held one are served; the
   let open = false;
   const asked = new Set<number>();
   const sent: number[] = [];
-  const seedSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
-  const leechSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
-  t.after(() => Promise.all([seedSession.close(), leechSession.close()]));
-  await seedSession.listen();
-  await leechSession.listen();
+  const [seedSession, leechSession] = await twoSessions(t);
   const seeder = await seedSession.add({
     torrent,
     path: seedDir,
@@ -74,11 +80,7 @@ test('upload gate: while every queued request is held, each new request costs on
   let open = false;
   const held = new Set<number>();
   let calls = 0;
-  const seedSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
-  const leechSession = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
-  t.after(() => Promise.all([seedSession.close(), leechSession.close()]));
-  await seedSession.listen();
-  await leechSession.listen();
+  const [seedSession, leechSession] = await twoSessions(t);
   let allAsked!: () => void;
   const asked = new Promise<void>((resolve) => (allAsked = resolve));
   const seeder = await seedSession.add({
