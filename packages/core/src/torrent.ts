@@ -754,8 +754,9 @@ export class Torrent extends EventEmitter {
     wire.on('metadata-error', (err: Error) => {
       peer.metadataSince = undefined;
       peer.metadataRetryAt = this.deps.clock.now() + METADATA_RETRY_MS;
+      if (this.metainfo) return; // the other fetches, stopped once one succeeded
       this.deps.log(`${this.name}: no metadata from ${peer.key}: ${err.message}`);
-      if (!this.metainfo) this.startMetadataFetches();
+      this.startMetadataFetches();
     });
     wire.on('metadata', (buf: Buffer) => this.onMetadata(buf));
     wire.on('pex-peers', (ev: { added: PeerAddress[] }) => {
@@ -914,6 +915,7 @@ export class Torrent extends EventEmitter {
     this.metainfo = meta;
     this.metadataBuffer = meta.infoBuffer;
     this.name = meta.name;
+    for (const peer of this.peers.values()) if (peer.metadataSince !== undefined) this.metadataExt(peer)?.abort('metadata already received');
     this.emit('metadata', meta);
     this.initStorage().catch((err) => this.fail(err));
   }

@@ -93,6 +93,9 @@ test('magnet: at most 3 peers fetch the metadata at once; silent ones are given 
   for (let s = 0; s < 21 && !tor.metainfo; s++) clock.advance(1_000); // the three stall: given up, the next two asked
   await until(() => tor.metainfo !== undefined, 'the metadata from the seeder');
   assert.equal(silent.filter((s) => s.requests() > 0).length, 4, 'the fourth silent peer got its turn too');
+  const silentPorts = new Set(silent.map((s) => s.port));
+  const stillFetching = tor.peerList().filter((p) => silentPorts.has(p.address.port) && p.metadataSince !== undefined);
+  assert.equal(stillFetching.length, 0, 'fetches still running when the metadata arrived were stopped');
   await tor.done;
   assert.deepEqual(await readFile(join(dir, 'leech', 'f.bin')), payload);
 });
