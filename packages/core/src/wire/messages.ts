@@ -384,7 +384,7 @@ export class MessageParser {
   feed(chunk: Buffer, sink: MessageSink): WireProtocolError | null {
     if (this.error) return this.error;
     if (this.held.length > 0) {
-      if (chunk.length > 0) this.held.push(chunk);
+      if (chunk.length > 0) this.held.push(this.transient ? Buffer.from(chunk) : chunk);
       while (this.held.length > 0) {
         const c = this.held.shift()!;
         const stopped = this.run(c, sink);
