@@ -857,6 +857,8 @@ export class Torrent extends EventEmitter {
 
   // ---------------------------------------------------------------- metadata (BEP 9)
 
+  private startingMetadataFetches = false;
+
   private metadataExt(peer: Peer): UtMetadataExtension | undefined {
     return peer.wire.getExtension<UtMetadataExtension>('ut_metadata');
   }
@@ -867,20 +869,25 @@ export class Torrent extends EventEmitter {
    * that fails, or sends no piece for METADATA_STALL_MS, is set aside for METADATA_RETRY_MS and the next one asked.
    */
   private startMetadataFetches(): void {
-    if (this.metainfo || this.state === 'closed') return;
-    const now = this.deps.clock.now();
-    let running = 0;
-    for (const peer of this.peers.values()) if (peer.metadataSince !== undefined) running++;
-    for (const peer of this.peers.values()) {
-      if (running >= METADATA_FETCHERS) return;
-      if (peer.metadataSince !== undefined || now < peer.metadataRetryAt || !peer.wire.extendedHandshake) continue;
-      const ext = this.metadataExt(peer);
-      if (!ext || !(ext.peerMetadataSize! > 0)) continue;
-      peer.metadataSince = now;
-      peer.metadataPieces = 0;
-      running++;
-      ext.fetch(); // may fail synchronously ('metadata-error' clears metadataSince)
-      if (peer.metadataSince === undefined) running--;
+    // A fetch that fails synchronously re-enters through 'metadata-error': this loop goes on to the next peer itself.
+    if (this.metainfo || this.state === 'closed' || this.startingMetadataFetches) return;
+    this.startingMetadataFetches = true;
+    try {
+      const now = this.deps.clock.now();
+      let running = 0;
+      for (const peer of this.peers.values()) if (peer.metadataSince !== undefined) running++;
+      for (const peer of this.peers.values()) {
+        if (running >= METADATA_FETCHERS) return;
+        if (peer.metadataSince !== undefined || now < peer.metadataRetryAt || !peer.wire.extendedHandshake) continue;
+        const ext = this.metadataExt(peer);
+        if (!ext || !(ext.peerMetadataSize! > 0)) continue;
+        peer.metadataSince = now;
+        peer.metadataPieces = 0;
+        ext.fetch(); // may fail synchronously ('metadata-error' clears metadataSince)
+        if (peer.metadataSince !== undefined) running++;
+      }
+    } finally {
+      this.startingMetadataFetches = false;
     }
   }
 

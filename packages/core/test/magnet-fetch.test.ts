@@ -99,3 +99,34 @@ test('magnet: at most 3 peers fetch the metadata at once; silent ones are given 
   await tor.done;
   assert.deepEqual(await readFile(join(dir, 'leech', 'f.bin')), payload);
 });
+
+test('magnet: peers whose advertised metadata is too large fail at once and the next peer is asked without waiting', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-magnet-'));
+  const payload = bytes(100_000, 8);
+  await writeFile(join(dir, 'f.bin'), payload);
+  const { torrent, metainfo } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 16384 });
+  // 64 MiB advertised: over the 16 MiB limit, refused before anything is allocated or requested.
+  const huge = await Promise.all([0, 1, 2, 3].map((n) => silentMetadataPeer(metainfo.infoHash, 64 << 20, n)));
+  const seeder = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0 });
+  const clock = new VirtualClock(1_000_000);
+  const leecher = new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 0, clock });
+  t.after(async () => {
+    await leecher.close();
+    await seeder.close();
+    for (const s of huge) {
+      for (const sock of s.sockets) sock.destroy();
+      await new Promise((r) => s.server.close(r));
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+  await seeder.listen();
+  await leecher.listen();
+  await seeder.add({ torrent, path: dir });
+  const peers = [...huge.map((s) => ({ host: '127.0.0.1', port: s.port })), { host: '127.0.0.1', port: seeder.port }];
+  const tor = await leecher.add({ torrent: formatMagnet({ infoHash: metainfo.infoHash, peers }), path: join(dir, 'leech') });
+  clock.advance(1_000); // the tick dials them; the clock does not move again, so no stall timeout can help
+  await until(() => tor.metainfo !== undefined, 'the metadata from the seeder');
+  assert.equal(huge.reduce((n, s) => n + s.requests(), 0), 0, 'nothing was requested from the oversized peers');
+  await tor.done;
+  assert.deepEqual(await readFile(join(dir, 'leech', 'f.bin')), payload);
+});
