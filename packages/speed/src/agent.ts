@@ -10,7 +10,8 @@
  *   onPieceFailed(piece, peerIds)          a piece failed (rejects, strikes, bans)
  *   tick()                                 every second or so (bids, payment timeouts, channel closes)
  *   shutdown()                             close every channel with its last state
- * Received blocks, chokes and HAVEs are observed on the wire directly.
+ * Chokes and HAVEs are observed on the wire directly; received blocks through the UploadGate's onBlockReceived when
+ * the torrent was built with torrentOptions()/uploadGate(), else on the wire too.
  *
  * Events: 'bid' (price, reason), 'won' (peerId, price), 'paid' (peerId, piece, amount), 'earned' (peerId, amount),
  * 'channel-opened' (peerId, id, deposit), 'channel-closed' (id, amount), 'choke-peer' (peerId, reason),
