@@ -17,14 +17,14 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { SwarmStore } from '../packages/tracker/src/swarm.js';
-import { children, killChildren, run, freePort } from './tracker/procs.js';
+import { children, killChildren, run } from './tracker/procs.js';
+import { startOpentracker, type Opentracker } from '@bitorrent/testbed';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -53,18 +53,6 @@ let udpGen: string | null = null;
 process.on('SIGINT', () => { killChildren(); process.exit(130); });
 
 
-async function waitTcp(port: number, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const c = connect(port, '127.0.0.1', () => { c.destroy(); r(true); });
-      c.on('error', () => r(false));
-    });
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`nothing listening on ${port}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 
 function lastJson(out: string): Record<string, number> {
@@ -126,6 +114,7 @@ async function main(): Promise<void> {
   const hashes = Array.from({ length: 1000 }, () => randomBytes(20).toString('hex'));
   writeFileSync(hashFile, hashes.join('\n') + '\n');
   chmodSync(hashFile, 0o644);
+  let ot: Opentracker | undefined;
   try {
     try {
       await run('gcc', ['-O2', '-o', join(dir, 'udpgen'), join(here, 'tracker', 'udpgen.c')]);
@@ -133,11 +122,9 @@ async function main(): Promise<void> {
     } catch (e) {
       console.error(`# gcc unavailable (${(e as Error).message.slice(0, 80)}): using the Node UDP generator, which may bottleneck`);
     }
-    // opentracker (whitelist build; drops privileges, hence the world-readable folder).
-    const otPort = await freePort();
-    const ot = spawn('opentracker', ['-i', '127.0.0.1', '-p', String(otPort), '-P', String(otPort), '-w', hashFile], { stdio: 'ignore', cwd: dir });
-    children.push(ot);
-    await waitTcp(otPort);
+    // opentracker (whitelist build), ready once its whitelist is loaded (it accepts TCP before that).
+    ot = await startOpentracker({ infoHashes: hashes });
+    const otPort = ot.port;
     // bitorrent tracker, its own process, same whitelist.
     const bt = spawn(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', '0', '--udp-port', '0', '--allow', hashFile, '--workers', String(workers), '--rate-limit', '0', '--udp-send-thread', udpSendThread], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -219,6 +206,7 @@ async function main(): Promise<void> {
     }));
   } finally {
     killChildren();
+    await ot?.process.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { procCpuSeconds } from '../transfer/procstat.js';
-import { children, killChildren, run, freePort } from './procs.js';
+import { children, killChildren, run } from './procs.js';
+import { startOpentracker, type Opentracker } from '@bitorrent/testbed';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -26,8 +27,6 @@ const { values } = parseArgs({ options: { seconds: { type: 'string' }, rounds: {
 const seconds = Number(values.seconds ?? 4);
 const rounds = Number(values.rounds ?? 2);
 const only = values.only ? new Set(values.only.split(',')) : null;
-
-
 
 function startJson(cmd: string, args: string[], key: string): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -43,14 +42,21 @@ function startJson(cmd: string, args: string[], key: string): Promise<{ child: C
   });
 }
 
+/** bitorrent's tracker CLI of the checkout at `checkout`, UDP only, one process, the given allow-list. */
+function startTracker(checkout: string, hashFile: string): Promise<{ child: ChildProcess; port: number }> {
+  const args = ['tracker', 'serve', '--host', '127.0.0.1', '--http-port', 'off', '--udp-port', '0', '--allow', hashFile, '--workers', '1', '--rate-limit', '0'];
+  return startJson(process.execPath, [join(checkout, 'packages/cli/bin/bitorrent.js'), ...args], 'udp_port');
+}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bt-trkfloor-'));
   chmodSync(dir, 0o755);
   const hashFile = join(dir, 'whitelist.txt');
-  writeFileSync(hashFile, Array.from({ length: 1000 }, () => randomBytes(20).toString('hex')).join('\n') + '\n');
+  const hashes = Array.from({ length: 1000 }, () => randomBytes(20).toString('hex'));
+  writeFileSync(hashFile, hashes.join('\n') + '\n');
   chmodSync(hashFile, 0o644);
   const gen = join(dir, 'udpgen');
+  let ot: Opentracker | undefined;
   try {
     await run('gcc', ['-O2', '-o', gen, join(here, 'udpgen.c')]);
     const targets: { name: string; pid: number; port: number }[] = [];
@@ -58,19 +64,17 @@ async function main(): Promise<void> {
     if (want('echo')) { const e = await startJson(process.execPath, [join(here, 'echo.mjs'), 'lookup'], 'udp_port'); targets.push({ name: 'echo', pid: e.child.pid!, port: e.port }); }
     if (want('echo-plain')) { const e = await startJson(process.execPath, [join(here, 'echo.mjs'), 'plain'], 'udp_port'); targets.push({ name: 'echo-plain', pid: e.child.pid!, port: e.port }); }
     if (want('bitorrent')) {
-      const b = await startJson(process.execPath, [join(root, 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', 'off', '--udp-port', '0', '--allow', hashFile, '--workers', '1', '--rate-limit', '0'], 'udp_port');
+      const b = await startTracker(root, hashFile);
       targets.push({ name: 'bitorrent', pid: b.child.pid!, port: b.port });
     }
     if (values['other-root']) {
-      const b = await startJson(process.execPath, [join(values['other-root'], 'packages/cli/bin/bitorrent.js'), 'tracker', 'serve', '--host', '127.0.0.1', '--http-port', 'off', '--udp-port', '0', '--allow', hashFile, '--workers', '1', '--rate-limit', '0'], 'udp_port');
+      const b = await startTracker(values['other-root'], hashFile);
       targets.push({ name: 'other', pid: b.child.pid!, port: b.port });
     }
     if (want('opentracker')) {
-      const p = await freePort();
-      const ot = spawn('opentracker', ['-i', '127.0.0.1', '-p', String(p), '-P', String(p), '-w', hashFile], { stdio: 'ignore', cwd: dir });
-      children.push(ot);
-      await new Promise((r) => setTimeout(r, 1500)); // whitelist loads in another thread
-      targets.push({ name: 'opentracker', pid: ot.pid!, port: p });
+      // Ready once its whitelist is loaded (a separate thread, after it already accepts connections).
+      ot = await startOpentracker({ infoHashes: hashes });
+      targets.push({ name: 'opentracker', pid: ot.process.pid, port: ot.port });
     }
     const res: Record<string, { rps: number[]; us_cpu: number[] }> = {};
     for (let r = 0; r < rounds; r++) {
@@ -90,6 +94,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ bench: 'tracker-floor', seconds, rounds, ...res }));
   } finally {
     killChildren();
+    await ot?.process.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

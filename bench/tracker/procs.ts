@@ -26,6 +26,3 @@ export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = proces
     c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}: ${err.slice(-500)}`))));
   });
 }
-
-/** A port free for both TCP and UDP on 127.0.0.1 (opentracker and ours listen on the same number for both). */
-export { freePort } from '@bitorrent/testbed';

@@ -206,9 +206,9 @@ export class Tracker {
   /** Last UDP source address and its parsed IP bytes (srcIp[0..srcIpLen), 4 or 16; 0 = unparseable). */
   private srcAddr = '';
   private readonly srcIp = Buffer.alloc(16);
+  private srcIpLen = -1;
   /** Info-hash strings of UDP requests, one string object per hash (see ihcache.ts). */
   private readonly ihCache = new InfoHashCache();
-  private srcIpLen = -1;
   private readonly onAnnounce: NonNullable<TrackerOptions['onAnnounce']> | null;
   /** Request counters summed over all cluster workers, when running clustered (set by the cluster layer). */
   clusterStats: TrackerStats | null = null;
