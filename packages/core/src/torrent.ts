@@ -902,7 +902,7 @@ export class Torrent extends EventEmitter {
         peer.metadataSince = now;
       } else if (now - peer.metadataSince >= METADATA_STALL_MS) {
         ext?.abort(`no metadata piece for ${METADATA_STALL_MS / 1000} s`); // → 'metadata-error' → next peer
-        if (peer.metadataSince !== undefined) peer.metadataSince = undefined;
+        peer.metadataSince = undefined; // abort() cleared it through its error event; without the extension, here
       }
     }
     this.startMetadataFetches();
