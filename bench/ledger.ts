@@ -12,7 +12,7 @@
  */
 import { parseArgs } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, writeSync, fdatasyncSync, closeSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, openSync, writeSync, fdatasyncSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,11 +41,17 @@ const { values: argv } = parseArgs({
     'startup-entries': { type: 'string' },
     /** HTTP: SDK instances the clients are spread over (1 = all share one, coalescing their ops into batches). */
     sdks: { type: 'string' },
+    /** Only these workloads / client counts (comma-separated), e.g. --workloads transfer --clients 64. */
+    workloads: { type: 'string' },
+    /** The ledger's adaptive group-commit wait (LedgerOptions.gatherMs; server --gather-ms). */
+    'gather-ms': { type: 'string' },
+    clients: { type: 'string' },
   },
 });
 const quick = !!argv.quick;
 const seconds = Number(argv.seconds ?? (quick ? 1.5 : 4));
 const verifyThreads = Number(argv['verify-threads'] ?? Math.min(availableParallelism(), 4));
+const gatherMs = Number(argv['gather-ms'] ?? 0);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(root, 'packages/cli/bin/bitorrent.js');
 const tmp = mkdtempSync(join(tmpdir(), 'btt-ledger-bench-'));
@@ -130,8 +136,10 @@ interface Result {
   p50_ms: number;
   p99_ms: number;
   errors: number;
-  /** In-process runs only: CPU time (all threads of the process: HTTP-less ledger, verify workers, SQLite writer) per op. */
+  /** CPU time per op of the process holding the ledger (all its threads: verify workers, SQLite writer; for HTTP the server process). */
   cpu_us_per_op?: number;
+  /** HTTP runs: CPU per op of the bench process itself (the SDK clients), which shares the machine's cores with the server. */
+  client_cpu_us_per_op?: number;
 }
 
 function pct(a: number[], p: number): number {
@@ -167,6 +175,17 @@ async function drive(submit: (w: Buffer, client: number) => Promise<OpResult>, o
   return { ops: done, secs: (performance.now() - t0) / 1000, lat, errors };
 }
 
+/** User + system CPU of a process, in µs, from /proc (Linux; 0 elsewhere). */
+function procCpuMicros(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return ((Number(rest[11]) + Number(rest[12])) * 1e6) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return 0;
+  }
+}
+
 async function createLedgerDb(db: string): Promise<Buffer> {
   const l = await Ledger.open({ db, ledgerKeys, genesis: { allocations: clientKeys.map((k) => ({ account: k.publicKey, amount: 10n ** 15n })) }, expiryIntervalMs: 0, verifyThreads: 0 });
   const id = l.state.ledgerId;
@@ -176,7 +195,7 @@ async function createLedgerDb(db: string): Promise<Buffer> {
 
 function startServer(db: string, keyFile: string): Promise<{ proc: ChildProcess; url: string }> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [BIN, 'ledger', 'serve', '--db', db, '--key', keyFile, '--port', '0', '--rate', '1000000', '--verify-threads', String(verifyThreads)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proc = spawn(process.execPath, [BIN, 'ledger', 'serve', '--db', db, '--key', keyFile, '--port', '0', '--rate', '1000000', '--verify-threads', String(verifyThreads), '--gather-ms', String(gatherMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     proc.stdout!.on('data', (d) => {
       out += d;
@@ -194,8 +213,9 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
   const ops = presign(ledgerId, workload, clients, units);
   let r;
   let cpu: number | undefined;
+  let clientCpu: number | undefined;
   if (transport === 'inproc') {
-    const l = await Ledger.open({ db, ledgerKeys, expiryIntervalMs: 0, verifyThreads });
+    const l = await Ledger.open({ db, ledgerKeys, expiryIntervalMs: 0, verifyThreads, gatherMs });
     try {
       const c0 = process.cpuUsage();
       r = await drive((w) => l.submit(w), ops, clients, seconds * 1000);
@@ -209,18 +229,24 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
     writeFileSync(keyFile, JSON.stringify({ seed: ledgerKeys.secretKey.subarray(0, 32).toString('hex') }));
     const { proc, url } = await startServer(db, keyFile);
     const exited = new Promise((res) => proc.once('exit', res));
+    const serverCpu = () => procCpuMicros(proc.pid!);
     const nSdk = Math.max(1, Math.min(clients, Number(argv.sdks ?? 1)));
     const sdks = Array.from({ length: nSdk }, () => new LedgerClient(url, { maxSockets: Math.ceil(clients / nSdk), autoBatch: !argv['no-batch'] }));
     try {
+      const s0 = serverCpu();
+      const c0 = process.cpuUsage();
       r = await drive((w, client) => sdks[client % nSdk]!.submit(w), ops, clients, seconds * 1000);
+      const c = process.cpuUsage(c0);
+      cpu = Math.round((serverCpu() - s0) / Math.max(1, r.ops));
+      clientCpu = Math.round((c.user + c.system) / Math.max(1, r.ops));
     } finally {
       for (const c of sdks) c.close();
       proc.kill('SIGTERM');
       await exited;
     }
   }
-  const res: Result = { backend, transport, workload, clients, ops: r.ops, ops_per_s: Math.round(r.ops / r.secs), p50_ms: pct(r.lat, 50), p99_ms: pct(r.lat, 99), errors: r.errors, ...(cpu !== undefined ? { cpu_us_per_op: cpu } : {}) };
-  log(`${backend.padEnd(8)} ${transport.padEnd(6)} ${workload.padEnd(8)} c=${String(clients).padStart(2)}  ${String(res.ops_per_s).padStart(6)} ops/s  p50 ${res.p50_ms} ms  p99 ${res.p99_ms} ms${cpu !== undefined ? `  cpu ${cpu} µs/op` : ''}${r.errors ? `  errors ${r.errors}` : ''}`);
+  const res: Result = { backend, transport, workload, clients, ops: r.ops, ops_per_s: Math.round(r.ops / r.secs), p50_ms: pct(r.lat, 50), p99_ms: pct(r.lat, 99), errors: r.errors, ...(cpu !== undefined ? { cpu_us_per_op: cpu } : {}), ...(clientCpu !== undefined ? { client_cpu_us_per_op: clientCpu } : {}) };
+  log(`${backend.padEnd(8)} ${transport.padEnd(6)} ${workload.padEnd(8)} c=${String(clients).padStart(2)}  ${String(res.ops_per_s).padStart(6)} ops/s  p50 ${res.p50_ms} ms  p99 ${res.p99_ms} ms${cpu !== undefined ? `  cpu ${cpu} µs/op` : ''}${clientCpu !== undefined ? ` (+ clients ${clientCpu})` : ''}${r.errors ? `  errors ${r.errors}` : ''}`);
   return res;
 }
 
@@ -302,8 +328,8 @@ async function main(): Promise<void> {
   if (!argv['no-inproc']) transports.push('inproc');
   for (const b of backends)
     for (const tr of transports)
-      for (const w of ['transfer', 'channel'] as Workload[])
-        for (const c of [1, 16, 64]) results.push(await runScenario(b.name, await b.db(), tr, w, c));
+      for (const w of (['transfer', 'channel'] as Workload[]).filter((x) => !argv.workloads || argv.workloads.split(',').includes(x)))
+        for (const c of [1, 16, 64].filter((x) => !argv.clients || argv.clients.split(',').map(Number).includes(x))) results.push(await runScenario(b.name, await b.db(), tr, w, c));
 
   const startupN = Number(argv['startup-entries'] ?? (quick ? 20_000 : 100_000));
   const startup = startupN > 0 ? await startupBench(startupN) : undefined;

@@ -3,6 +3,9 @@ import type { ChannelInfo, PaymentState } from './payment.js';
 import { signOp, solvePow, channelIdFor, newOpId, type OpBody } from './ops.js';
 import type { KeyPair } from './keys.js';
 
+/** Most operations in one POST /v1/ops/batch. */
+export const MAX_BATCH_OPS = 256;
+
 export interface LedgerInfo {
   ledgerId: Buffer;
   ledgerPublicKey: Buffer;

@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import type { Ledger } from './ledger.js';
 import { LedgerError } from './state.js';
 import { MAX_OP_BYTES, OP_TAG } from './ops.js';
+import { MAX_BATCH_OPS } from './api.js';
 import { accountToJson, channelToJson, historyToJson, ledgerInfoToJson, opResultToJson } from './json.js';
 
 export interface LedgerServerOptions {
@@ -61,7 +62,6 @@ class Buckets {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
-export const MAX_BATCH_OPS = 256;
 const HEX32 = /^[0-9a-f]{32}$/;
 
 function send(res: ServerResponse, status: number, body: unknown): void {

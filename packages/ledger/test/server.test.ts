@@ -182,3 +182,24 @@ test('wallet CLI against a served ledger', async (t) => {
   assert.deepEqual(JSON.parse((await run(['channels', '--json'])).out).channels, []);
   assert.equal((await run(['balance', f.bob.publicKey.toString('hex')])).out.trim(), '2.5 BTT');
 });
+
+test('SDK auto-batching: ops pending in one turn go out as requests of at most maxBatchOps, each op answered on its own', async (t) => {
+  const f = await makeLedger(t);
+  const srv = createLedgerServer({ ledger: f.ledger, clock: f.clock.now });
+  const url = await srv.listen();
+  t.after(() => srv.close());
+  const paths: string[] = [];
+  srv.server.on('request', (req) => paths.push(req.url ?? ''));
+  assert.throws(() => new LedgerClient(url, { maxBatchOps: 0 }), RangeError);
+  assert.throws(() => new LedgerClient(url, { maxBatchOps: 257 }), RangeError);
+  const c = new LedgerClient(url, { maxBatchOps: 2 });
+  t.after(() => c.close());
+  const id = f.ledger.state.ledgerId;
+  const ops = [1n, 2n, 3n, 4n, 5n].map((amount) => signOp(id, f.alice, { kind: 'transfer', to: f.bob.publicKey, amount }).wire);
+  const before = (await c.account(f.bob.publicKey)).balance;
+  const results = await Promise.all(ops.map((w) => c.submit(w)));
+  // 5 ops, at most 2 per request: two batches of 2 and the last op alone on POST /v1/ops.
+  assert.deepEqual(paths.filter((p) => p.startsWith('/v1/ops')).sort(), ['/v1/ops', '/v1/ops/batch', '/v1/ops/batch']);
+  assert.equal(new Set(results.map((r) => r.seq)).size, 5);
+  assert.equal((await c.account(f.bob.publicKey)).balance, before + 15n);
+});
