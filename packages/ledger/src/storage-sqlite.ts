@@ -1,15 +1,40 @@
 /**
- * SQLite journal store: WAL mode, synchronous=FULL, one transaction (one fsync) per batch. By default appends run on
- * a writer thread (sqlite-writer.mjs) so the event loop keeps serving and verifying while a batch is fsynced; reads
- * use a second connection on the main thread (WAL readers see committed batches only).
+ * SQLite journal store: WAL mode, synchronous=FULL, one transaction (one fsync) per batch; schema, writer and the
+ * deferred per-account history index in sqlite-journal.mjs. By default appends run on a writer thread
+ * (sqlite-writer.mjs) so the event loop keeps serving and verifying while a batch is fsynced; reads use a second
+ * connection on the main thread (WAL readers see committed batches only).
  */
 import Database from 'better-sqlite3';
 import { Worker } from 'node:worker_threads';
 import { open as fsOpen, readFile, rename, unlink } from 'node:fs/promises';
 import type { LedgerStorage } from './storage.js';
 import type { JournalRow } from './state.js';
+import { openJournalWriter, HISTORY_SQL, type JournalWriter } from './sqlite-journal.mjs';
 
 type Row = { seq: number; entry: Buffer; hash: Buffer; a1: Buffer | null; a2: Buffer | null; cp_digest: Buffer | null; cp_sig: Buffer | null };
+
+/** One batch as the journal writer takes it (see openJournalWriter in sqlite-journal.mjs). */
+function packRows(rows: JournalRow[]): Buffer {
+  let size = 0;
+  for (const r of rows) size += 13 + r.entry.length + 32 + 32 * Math.min(2, r.accounts.length) + (r.checkpoint ? 96 : 0);
+  const buf = Buffer.allocUnsafeSlow(size);
+  let o = 0;
+  for (const r of rows) {
+    const n = Math.min(2, r.accounts.length);
+    buf.writeBigUInt64BE(BigInt(r.seq), o);
+    buf[o + 8] = n | (r.checkpoint ? 4 : 0);
+    buf.writeUInt32BE(r.entry.length, o + 9);
+    o += 13;
+    o += r.entry.copy(buf, o);
+    o += r.hash.copy(buf, o);
+    for (let i = 0; i < n; i++) o += r.accounts[i]!.copy(buf, o);
+    if (r.checkpoint) {
+      o += r.checkpoint.digest.copy(buf, o);
+      o += r.checkpoint.sig.copy(buf, o);
+    }
+  }
+  return buf;
+}
 
 function toRow(r: Row): JournalRow {
   const accounts = [r.a1, r.a2].filter((x): x is Buffer => x !== null);
@@ -21,8 +46,9 @@ function toRow(r: Row): JournalRow {
 export class SqliteStorage implements LedgerStorage {
   readonly kind = 'sqlite' as const;
   private db: Database.Database;
-  private insert!: Database.Statement;
-  private tx!: (rows: JournalRow[]) => void;
+  /** Inline mode (no writer thread): the journal writer on this connection. */
+  private inline: JournalWriter | null = null;
+  private historyQuery!: Database.Statement;
 
   private worker: Worker | null = null;
   private nextId = 1;
@@ -31,7 +57,8 @@ export class SqliteStorage implements LedgerStorage {
 
   constructor(
     readonly path: string,
-    readonly opts: { threaded?: boolean } = {},
+    /** threaded: writer thread (default for files); indexEveryRows: history index batch (tests; see sqlite-journal.mjs). */
+    readonly opts: { threaded?: boolean; indexEveryRows?: number } = {},
   ) {
     this.db = new Database(path);
   }
@@ -47,22 +74,8 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async init(): Promise<void> {
-    const db = this.db;
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    db.pragma('busy_timeout = 5000');
-    db.exec(`CREATE TABLE IF NOT EXISTS journal (
-      seq INTEGER PRIMARY KEY, entry BLOB NOT NULL, hash BLOB NOT NULL,
-      a1 BLOB, a2 BLOB, cp_digest BLOB, cp_sig BLOB);
-      CREATE INDEX IF NOT EXISTS journal_a1 ON journal(a1, seq);
-      CREATE INDEX IF NOT EXISTS journal_a2 ON journal(a2, seq);`);
-    this.insert = db.prepare('INSERT INTO journal (seq, entry, hash, a1, a2, cp_digest, cp_sig) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    this.tx = db.transaction((rows: JournalRow[]) => {
-      for (const r of rows) {
-        this.insert.run(r.seq, r.entry, r.hash, r.accounts[0] ?? null, r.accounts[1] ?? null, r.checkpoint?.digest ?? null, r.checkpoint?.sig ?? null);
-      }
-    });
-    if (this.opts.threaded ?? (this.path !== ':memory:' && this.path !== '')) {
+    const threaded = this.opts.threaded ?? (this.path !== ':memory:' && this.path !== '');
+    if (threaded) {
       const w = new Worker(new URL('./sqlite-writer.mjs', import.meta.url));
       w.on('message', (m: { id: number; ok: boolean; error?: string }) => {
         const p = this.waiting.get(m.id);
@@ -79,8 +92,11 @@ export class SqliteStorage implements LedgerStorage {
       w.on('error', fail);
       w.on('exit', (code) => fail(new Error(`sqlite writer thread exited (${code})`)));
       this.worker = w;
-      await this.call({ type: 'open', path: this.path });
-    }
+      // The writer's connection creates the schema (and indexes any history backlog) before the first read.
+      await this.call({ type: 'open', path: this.path, everyRows: this.opts.indexEveryRows });
+      this.db.pragma('busy_timeout = 5000');
+    } else this.inline = openJournalWriter(this.db, { everyRows: this.opts.indexEveryRows });
+    this.historyQuery = this.db.prepare(HISTORY_SQL);
   }
 
   async scan(onRow: (row: JournalRow) => void, fromSeq = 0): Promise<void> {
@@ -123,42 +139,22 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async append(rows: JournalRow[]): Promise<void> {
+    const packed = packRows(rows);
     if (this.worker) {
-      // One packed, transferred buffer per batch: [seq u64][flags u8][len u32][entry][hash 32][a1 32]?[a2 32]?[digest 32 + sig 64]?
-      let size = 0;
-      for (const r of rows) size += 13 + r.entry.length + 32 + 32 * Math.min(2, r.accounts.length) + (r.checkpoint ? 96 : 0);
-      const buf = Buffer.allocUnsafe(size);
-      let o = 0;
-      for (const r of rows) {
-        const n = Math.min(2, r.accounts.length);
-        buf.writeBigUInt64BE(BigInt(r.seq), o);
-        buf[o + 8] = n | (r.checkpoint ? 4 : 0);
-        buf.writeUInt32BE(r.entry.length, o + 9);
-        o += 13;
-        o += r.entry.copy(buf, o);
-        o += r.hash.copy(buf, o);
-        for (let i = 0; i < n; i++) o += r.accounts[i]!.copy(buf, o);
-        if (r.checkpoint) {
-          o += r.checkpoint.digest.copy(buf, o);
-          o += r.checkpoint.sig.copy(buf, o);
-        }
-      }
-      const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+      const ab = packed.buffer as ArrayBuffer; // allocUnsafeSlow: the whole ArrayBuffer, safe to transfer
       return this.call({ type: 'append', packed: ab }, [ab]);
     }
     // better-sqlite3 is synchronous: COMMIT returns after SQLite's fsync (synchronous=FULL).
-    this.tx(rows);
+    this.inline!.append(packed);
+    try {
+      this.inline!.afterAppend();
+    } catch {
+      // Derived data (see sqlite-journal.mjs): retried on the next append, caught up at the next open.
+    }
   }
 
   async history(account: Buffer, limit: number, beforeSeq = Number.MAX_SAFE_INTEGER): Promise<JournalRow[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM (SELECT * FROM journal WHERE a1 = ? AND seq < ? ORDER BY seq DESC LIMIT ?)
-         UNION SELECT * FROM (SELECT * FROM journal WHERE a2 = ? AND seq < ? ORDER BY seq DESC LIMIT ?)
-         ORDER BY seq DESC LIMIT ?`,
-      )
-      .all(account, beforeSeq, limit, account, beforeSeq, limit, limit) as Row[];
-    return rows.map(toRow);
+    return (this.historyQuery.all({ a: account, b: beforeSeq, n: limit }) as Row[]).map(toRow);
   }
 
   async count(): Promise<number> {
