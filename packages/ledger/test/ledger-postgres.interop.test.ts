@@ -11,6 +11,7 @@ import { verifyJournal } from '../src/verify.js';
 import { signPaymentState } from '../src/payment.js';
 import { LedgerError } from '../src/state.js';
 import { BTT } from '../src/codec.js';
+import { assertHistoryMatchesScan } from './history-property.js';
 
 const missing = postgresAvailable();
 if (missing && process.env.CI === 'true') throw new Error(`CI: ${missing}`);
@@ -62,4 +63,14 @@ test(`PostgreSQL crash: ${kills} SIGKILLs of a real ledger server`, { skip: miss
   const rep = await runCrashTest({ db, keyFile: join(dir, 'crash.key'), kills, clients: 8, seed: 777, after: (fn) => t.after(fn), log: (x) => t.diagnostic(x) });
   t.diagnostic(JSON.stringify(rep));
   assert.ok(rep.acked > kills * 5);
+});
+
+test('PostgreSQL: history answers like a full scan over random journals, before and after reopening', { skip: missing ?? false }, async (t) => {
+  const { url } = await startPostgres((fn) => t.after(fn));
+  await assertHistoryMatchesScan(async (run, _everyRows, _variant, reopened) => {
+    const db = reopened ? url.replace(/\/postgres$/, `/hist${run}`) : await freshDb(url, `hist${run}`);
+    const s = new PostgresStorage(db);
+    await s.init();
+    return s;
+  }, 15);
 });
