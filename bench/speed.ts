@@ -4,7 +4,8 @@
  * (a) Overhead: one seeder session → one leecher session over loopback, in this process, the same torrent
  *     (1 GiB; 128 MiB with --quick; 256 KiB pieces, --piece-kib) with Speed OFF (plain sessions) and Speed ON (per-torrent
  *     SpeedAgent on both sides: auction, channel on an embedded SQLite ledger, one signed payment per piece,
- *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 4 MiB). --rounds N (default 5) interleaved off/on pairs
+ *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 4 MiB). After --warmup N (default 1) uncounted plain
+ *     transfers, --rounds N (default 5) interleaved off/on pairs
  *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off). With --timeline, also prints a timeline
  *     summary of Speed ON: gate stalls (how long requests were held), and per piece the time from its last block
  *     sent to the requester's payment and from the payment to the next block served. --cpu-prof DIR: V8 CPU profiles of
@@ -43,6 +44,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     'skip-b': { type: 'boolean' },
     rounds: { type: 'string' },
+    warmup: { type: 'string' },
     /** (a) procs: the real CLI in two processes; inproc: both sessions in this process; both (default). */
     mode: { type: 'string' },
     /** (a, procs) write V8 CPU profiles of the seeder and leecher processes under this folder (<mode>-<round>-seed|leech). */
@@ -54,6 +56,12 @@ const size = (args.size ? Number(args.size) : args.quick ? 128 : 1024) * MiB;
 // Default: the library's (defaultMaxUnpaid: the pieces in 4 MiB).
 const maxUnpaid = args['max-unpaid'] === undefined ? undefined : Number(args['max-unpaid']);
 const rounds = Math.max(1, Number(args.rounds ?? 5));
+/**
+ * Plain transfers run before the measured rounds and not counted (--warmup N, default 1). The first transfer of a
+ * run pays for page-cache memory the machine has not touched yet: a system-wide perf profile put 2–2.5× more kernel
+ * time in copying file writes into the page cache in whichever mode ran first, Speed ON or OFF.
+ */
+const warmups = Math.max(0, Number(args.warmup ?? 1));
 const PIECE = Number(args["piece-kib"] ?? 256) * 1024;
 const mode = args.mode ?? 'both';
 if (!['procs', 'inproc', 'both'].includes(mode)) throw new Error(`--mode must be procs, inproc or both, got '${mode}'`);
@@ -190,8 +198,8 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     let paidOk = true;
     let earnedTotal = 0n;
     log(`(a, separate processes) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid ?? defaultMaxUnpaid(PIECE)}${maxUnpaid === undefined ? ' (CLI default)' : ' (--unpaid-limit)'}, ledger ${url}, ${rounds} rounds (ABBA)`);
-    const runOne = async (mode: 'on' | 'off', r: number) => {
-      if (args.only && args.only !== mode) return;
+    const runOne = async (mode: 'on' | 'off', r: number, counted = true) => {
+      if (counted && args.only && args.only !== mode) return;
       const tag = `${mode}-${r}`;
       const dl = join(dir, `procs-dl-${tag}`);
       const speed = (wallet: string, provider: boolean) => (mode === 'on' ? ['--speed', '--wallet', wallet, '--ledger', url, ...(provider ? ['--spending-rate', '0', '--reserve-price', '1', ...(maxUnpaid !== undefined ? ['--unpaid-limit', String(maxUnpaid * PIECE)] : [])] : [])] : []);
@@ -204,15 +212,15 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         leecher = startBitorrent(['download', torrentPath, '-o', dl, '--no-resume', '--state-dir', join(dir, `st-l-${tag}`), '--peer', `127.0.0.1:${ready.port}`, ...common, ...speed(leechWallet, false)], { env, nodeArgs: prof('leech') });
         const done = await leecher.waitLine((l) => l.event === 'done', 1_800_000, 'the download to finish');
         const seconds = Number(done.seconds);
-        (mode === 'on' ? ons : offs).push(size / 1e6 / seconds);
+        if (counted) (mode === 'on' ? ons : offs).push(size / 1e6 / seconds);
         // CPU of both processes (user + system, start-up included, the same in both modes): on a busy 2-core machine
         // a steadier view of Speed's cost than the wall clock.
         const cpuSeed = procCpuSeconds(seeder.process.pid) ?? NaN, cpuLeech = procCpuSeconds(leecher.process.pid) ?? NaN;
         const cpu = cpuSeed + cpuLeech;
-        (mode === 'on' ? cpuOn : cpuOff).push(cpu);
+        if (counted) (mode === 'on' ? cpuOn : cpuOff).push(cpu);
         // The same, during the transfer only (the leecher reports its own; the seeder's from the leecher's start).
         const winSeed = cpuSeed - seedCpuAtStart, winLeech = Number(done.cpuSeconds);
-        (mode === 'on' ? winOn : winOff).push(winSeed + winLeech);
+        if (counted) (mode === 'on' ? winOn : winOff).push(winSeed + winLeech);
         await leecher.stop();
         await seeder.stop(); // SIGTERM: the provider closes its channels on the ledger
         let books = '';
@@ -225,7 +233,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
           paidOk &&= ok;
           books = `; provider earned ${earned} of ${size} bytes at 1/byte, requester left ${left}, books ${ok ? 'exact' : 'WRONG'}`;
         }
-        log(`(a, processes) round ${r} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)}; during the transfer ${winSeed.toFixed(2)} + ${winLeech.toFixed(2)})${books}`);
+        log(`(a, processes) ${counted ? `round ${r}` : 'warm-up (not counted)'} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)}; during the transfer ${winSeed.toFixed(2)} + ${winLeech.toFixed(2)})${books}`);
       } finally {
         await leecher?.stop();
         await seeder.stop();
@@ -235,6 +243,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         spawnSync('sync');
       }
     };
+    for (let w = 0; w < warmups; w++) await runOne('off', -1 - w, false);
     for (let r = 0; r < rounds; r++) {
       const order: ('on' | 'off')[] = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
       for (const m of order) await runOne(m, r);
@@ -285,6 +294,11 @@ async function partAInProcess(dir: string, torrent: Buffer, seedDir: string): Pr
       log(`(a) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid ?? defaultMaxUnpaid(PIECE)}, ${rounds} rounds of Speed off/on (ABBA)`);
       const offs: number[] = [], ons: number[] = [];
       let paidOk = true, paidRuns = 0;
+      for (let w = 0; w < warmups; w++) {
+        const warm = await transfer(dir, torrent, seedDir, undefined);
+        rmSync(join(dir, 'leech-off'), { recursive: true, force: true });
+        log(`(a) warm-up (not counted) off: ${warm.seconds.toFixed(2)} s = ${(size / 1e6 / warm.seconds).toFixed(1)} MB/s`);
+      }
       const runOne = async (mode: 'on' | 'off', r: number) => {
         if (args.only && args.only !== mode) return;
         if (mode === 'off') {
