@@ -53,9 +53,10 @@ export function openJournalWriter(db, opts = {}) {
   const fill = db.prepare(`INSERT OR IGNORE INTO account_history (account, seq)
     SELECT a, seq FROM (SELECT a1 AS a, seq FROM journal WHERE seq > :from AND seq <= :to AND a1 IS NOT NULL
       UNION ALL SELECT a2, seq FROM journal WHERE seq > :from AND seq <= :to AND a2 IS NOT NULL) ORDER BY a, seq`);
-  const append = db.transaction((b) => {
+  const insertBatch = db.transaction((b) => {
     let o = 0;
     let seq = 0;
+    let rows = 0;
     while (o < b.length) {
       seq = Number(b.readBigUInt64BE(o));
       const flags = b[o + 8];
@@ -73,12 +74,19 @@ export function openJournalWriter(db, opts = {}) {
         s = b.subarray(o, (o += 64));
       }
       ins.run(seq, entry, hash, a1, a2, d, s);
-      rowsSince++;
+      rows++;
     }
-    if (seq > appended) appended = seq;
+    return { seq, rows };
   });
-  const index = db.transaction((to) => {
+  // Counters move only once the batch has committed: a failed COMMIT must not let the index claim rows not on disk.
+  const append = (b) => {
+    const r = insertBatch(b);
+    rowsSince += r.rows;
+    if (r.seq > appended) appended = r.seq;
+  };
+  const index = db.transaction((upTo) => {
     const from = getIndexed.get() ?? 0;
+    const to = Math.min(upTo, lastSeq.get());
     if (to <= from) return;
     fill.run({ from, to });
     setIndexed.run(to);

@@ -17,7 +17,9 @@ parentPort.on('message', (m) => {
     } else if (m.type === 'append') {
       writer.append(Buffer.from(m.packed));
     } else if (m.type === 'close') {
-      writer?.indexNow();
+      try {
+        writer?.indexNow(); // a short tail for the next start; derived data, so a failure here is not an error
+      } catch {}
       db?.close();
       db = null;
     }
