@@ -2,7 +2,8 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Session, parsePeerAddress, parseRate, UNITS_HELP, type PeerAddress, type SessionOptions, type EncryptionPolicy } from '@bitorrent/core';
-import { setupSpeed, type SpeedFlags, type SpeedSetup } from '@bitorrent/speed';
+import type { SpeedFlags } from '@bitorrent/speed/cli-flags';
+import type { SpeedSetup } from '@bitorrent/speed';
 import { startDht } from './dht-setup.js';
 
 export const sessionOptionSpec = {
@@ -136,7 +137,10 @@ export async function startClient(
     return undefined;
   });
   // BitTorrent Speed: off unless --speed and a wallet; says what it will spend before anything starts.
-  const speed = await setupSpeed(f, { stdout: (s: string) => console.log(s), log: (s: string) => { if (!f.quiet) console.error(s); } });
+  // Speed (ledger client, wallet, native crypto) is loaded only when asked for: a plain client starts without it.
+  const speed = f['no-speed'] || !f.speed
+    ? undefined
+    : await (await import('@bitorrent/speed')).setupSpeed(f, { stdout: (s: string) => console.log(s), log: (s: string) => { if (!f.quiet) console.error(s); } });
   if (speed && !f.quiet) console.log(speed.disclosure);
   const session = new Session({ ...opts, dht });
   let progress: { stop(final?: boolean): void } | undefined;

@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
 import { parseCommandLine } from './args.js';
 import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
-import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed';
+import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed/cli-flags';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent download <magnet|file.torrent|info-hash> [options]

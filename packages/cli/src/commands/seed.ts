@@ -4,7 +4,7 @@ import { dirname, resolve, basename } from 'node:path';
 import { createTorrent, parseTorrent, formatMagnet, formatBytes } from '@bitorrent/core';
 import { parseCommandLine } from './args.js';
 import { sessionOptionSpec, sessionOptionHelp, sessionOptions, peersFrom, startClient, type SessionFlags } from './common.js';
-import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed';
+import { speedCliOptions, SPEED_HELP, type SpeedFlags } from '@bitorrent/speed/cli-flags';
 import { progressMode, reportProgress, guardOutput } from '../progress.js';
 
 const HELP = `usage: bitorrent seed <file-or-folder | file.torrent> [options]
