@@ -11,8 +11,9 @@
  * acknowledged by the ledger after its batch was fsynced. Last line: one JSON object.
  */
 import { parseArgs } from 'node:util';
+import { procCpuSeconds } from './transfer/procstat.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, writeSync, fdatasyncSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, openSync, writeSync, fdatasyncSync, closeSync, writeFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -175,17 +176,6 @@ async function drive(submit: (w: Buffer, client: number) => Promise<OpResult>, o
   return { ops: done, secs: (performance.now() - t0) / 1000, lat, errors };
 }
 
-/** User + system CPU of a process, in µs, from /proc (Linux; 0 elsewhere). */
-function procCpuMicros(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return ((Number(rest[11]) + Number(rest[12])) * 1e6) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return 0;
-  }
-}
-
 async function createLedgerDb(db: string): Promise<Buffer> {
   const l = await Ledger.open({ db, ledgerKeys, genesis: { allocations: clientKeys.map((k) => ({ account: k.publicKey, amount: 10n ** 15n })) }, expiryIntervalMs: 0, verifyThreads: 0 });
   const id = l.state.ledgerId;
@@ -229,7 +219,7 @@ async function runScenario(backend: string, db: string, transport: 'http' | 'inp
     writeFileSync(keyFile, JSON.stringify({ seed: ledgerKeys.secretKey.subarray(0, 32).toString('hex') }));
     const { proc, url } = await startServer(db, keyFile);
     const exited = new Promise((res) => proc.once('exit', res));
-    const serverCpu = () => procCpuMicros(proc.pid!);
+    const serverCpu = () => (procCpuSeconds(proc.pid!) ?? 0) * 1e6;
     const nSdk = Math.max(1, Math.min(clients, Number(argv.sdks ?? 1)));
     const sdks = Array.from({ length: nSdk }, () => new LedgerClient(url, { maxSockets: Math.ceil(clients / nSdk), autoBatch: !argv['no-batch'] }));
     try {

@@ -8,9 +8,9 @@ export const INDEX_EVERY_MS: number;
 export interface JournalWriter {
   /** Append one packed batch in one transaction (see openJournalWriter). */
   append(packed: Buffer): void;
-  /** Index history if enough rows or time have accumulated since the last run. */
+  /** Index history if enough rows or time have accumulated since the last run (never throws). */
   afterAppend(): void;
-  /** Index every appended row now. */
+  /** Index every appended row now (never throws; a failed run is retried later). */
   indexNow(): void;
 }
 

@@ -35,7 +35,8 @@ export const INDEX_EVERY_MS = 500;
  * Prepare a connection (WAL, synchronous=FULL, schema) for appending. `append(packed)` writes one batch in one
  * transaction; packed = repeated [seq u64][flags u8: accounts 0..2 | 4 = checkpoint][len u32][entry][hash 32]
  * [a1 32]?[a2 32]?[digest 32 + sig 64]?. Call `afterAppend()` once the batch has been acknowledged: it indexes
- * history when enough rows or time have accumulated. `indexNow()` indexes everything appended so far.
+ * history when enough rows or time have accumulated. `indexNow()` indexes everything appended so far. Neither
+ * throws: index failures are retried later (only the initial catch-up at open may throw).
  */
 export function openJournalWriter(db, opts = {}) {
   const everyRows = opts.everyRows ?? INDEX_EVERY_ROWS;
@@ -55,10 +56,9 @@ export function openJournalWriter(db, opts = {}) {
       UNION ALL SELECT a2, seq FROM journal WHERE seq > :from AND seq <= :to AND a2 IS NOT NULL) ORDER BY a, seq`);
   const insertBatch = db.transaction((b) => {
     let o = 0;
-    let seq = 0;
     let rows = 0;
     while (o < b.length) {
-      seq = Number(b.readBigUInt64BE(o));
+      const seq = Number(b.readBigUInt64BE(o));
       const flags = b[o + 8];
       const len = b.readUInt32BE(o + 9);
       o += 13;
@@ -76,35 +76,39 @@ export function openJournalWriter(db, opts = {}) {
       ins.run(seq, entry, hash, a1, a2, d, s);
       rows++;
     }
-    return { seq, rows };
+    return rows;
   });
-  // Counters move only once the batch has committed: a failed COMMIT must not let the index claim rows not on disk.
-  const append = (b) => {
-    const r = insertBatch(b);
-    rowsSince += r.rows;
-    if (r.seq > appended) appended = r.seq;
-  };
-  const index = db.transaction((upTo) => {
+  // Indexes up to the journal's last committed seq (read inside the transaction), so a failed COMMIT can never let
+  // the index claim rows that are not on disk.
+  const index = db.transaction(() => {
     const from = getIndexed.get() ?? 0;
-    const to = Math.min(upTo, lastSeq.get());
+    const to = lastSeq.get();
     if (to <= from) return;
     fill.run({ from, to });
     setIndexed.run(to);
   });
-  let appended = lastSeq.get();
   let rowsSince = 0;
   let lastIndexAt = now();
   const indexNow = () => {
-    index(appended);
     rowsSince = 0;
     lastIndexAt = now();
+    index();
   };
   indexNow(); // a journal written before this index existed, or rows left unindexed by a crash
+  // The index is derived data: a failed run (e.g. the database busy) is not an error of the append or the close that
+  // triggered it; the next run, or the next open, catches up.
+  const tryIndex = () => {
+    try {
+      indexNow();
+    } catch {}
+  };
   return {
-    append,
-    afterAppend() {
-      if (rowsSince >= everyRows || (rowsSince > 0 && now() - lastIndexAt >= everyMs)) indexNow();
+    append(b) {
+      rowsSince += insertBatch(b);
     },
-    indexNow,
+    afterAppend() {
+      if (rowsSince >= everyRows || (rowsSince > 0 && now() - lastIndexAt >= everyMs)) tryIndex();
+    },
+    indexNow: tryIndex,
   };
 }

@@ -13,13 +13,11 @@ parentPort.on('message', (m) => {
   try {
     if (m.type === 'open') {
       db = new Database(m.path);
-      writer = openJournalWriter(db, { everyRows: m.everyRows ?? undefined });
+      writer = openJournalWriter(db, { everyRows: m.everyRows });
     } else if (m.type === 'append') {
       writer.append(Buffer.from(m.packed));
     } else if (m.type === 'close') {
-      try {
-        writer?.indexNow(); // a short tail for the next start; derived data, so a failure here is not an error
-      } catch {}
+      writer?.indexNow(); // a short tail for the next start
       db?.close();
       db = null;
     }
@@ -29,11 +27,5 @@ parentPort.on('message', (m) => {
     return;
   }
   // After the acknowledgement: history indexing is never on an append's path to durability.
-  if (m.type === 'append') {
-    try {
-      writer.afterAppend();
-    } catch {
-      // The index is derived data: it is retried on the next append and caught up at the next open.
-    }
-  }
+  if (m.type === 'append') writer.afterAppend();
 });

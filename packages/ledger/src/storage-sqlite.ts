@@ -146,11 +146,7 @@ export class SqliteStorage implements LedgerStorage {
     }
     // better-sqlite3 is synchronous: COMMIT returns after SQLite's fsync (synchronous=FULL).
     this.inline!.append(packed);
-    try {
-      this.inline!.afterAppend();
-    } catch {
-      // Derived data (see sqlite-journal.mjs): retried on the next append, caught up at the next open.
-    }
+    this.inline!.afterAppend();
   }
 
   async history(account: Buffer, limit: number, beforeSeq = Number.MAX_SAFE_INTEGER): Promise<JournalRow[]> {
