@@ -4,7 +4,7 @@
  * (a) Overhead: one seeder session → one leecher session over loopback, in this process, the same torrent
  *     (1 GiB; 128 MiB with --quick; 256 KiB pieces, --piece-kib) with Speed OFF (plain sessions) and Speed ON (per-torrent
  *     SpeedAgent on both sides: auction, channel on an embedded SQLite ledger, one signed payment per piece,
- *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 4 MiB). After --warmup N (default 1) uncounted plain
+ *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 8 MiB). After --warmup N (default 1) uncounted plain
  *     transfers, --rounds N (default 5) interleaved off/on pairs
  *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off). With --timeline, also prints a timeline
  *     summary of Speed ON: gate stalls (how long requests were held), and per piece the time from its last block
@@ -53,7 +53,7 @@ const { values: args } = parseArgs({
 });
 const MiB = 1024 * 1024;
 const size = (args.size ? Number(args.size) : args.quick ? 128 : 1024) * MiB;
-// Default: the library's (defaultMaxUnpaid: the pieces in 4 MiB).
+// Default: the library's (defaultMaxUnpaid: the pieces in 8 MiB).
 const maxUnpaid = args['max-unpaid'] === undefined ? undefined : Number(args['max-unpaid']);
 const rounds = Math.max(1, Number(args.rounds ?? 5));
 /**
