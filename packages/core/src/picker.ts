@@ -128,6 +128,57 @@ export interface BlockReceivedResult {
   duplicate: boolean;
 }
 
+const ANY_OWNER = (): boolean => true;
+
+/** One pickBlocks call: the asking peer, what it may be asked for, and the requests chosen so far. */
+class PickRun {
+  /** The peer's piece limit (PickerPeer.maxPieces), if it has a valid one. */
+  readonly lim: number | undefined;
+  /** With a limit: the pieces this peer has requests in or has sent blocks of, plus those started in this call. */
+  held: Set<number> | undefined;
+  /** Open pieces started by a much slower peer, for step 1b. */
+  deferred: number[] | undefined;
+
+  constructor(
+    private readonly pieceCount: number,
+    readonly peer: PickerPeer,
+    /** The allowed-fast set while the peer chokes us. */
+    readonly fast: Set<number> | undefined,
+    readonly out: BlockRequest[],
+    readonly max: number,
+  ) {
+    const m = peer.maxPieces;
+    this.lim = m !== undefined && Number.isInteger(m) && m > 0 ? m : undefined;
+  }
+
+  /** The peer has the piece (and, while it chokes us, it is allowed-fast). */
+  allowedBase(i: number): boolean {
+    const fast = this.fast;
+    if (fast) return i >= 0 && i < this.pieceCount && fast.has(i) && (this.peer.hasAll === true || this.peer.has(i));
+    return this.peer.hasAll ? true : this.peer.has(i);
+  }
+
+  /** allowedBase, and within the piece limit. */
+  allowed(i: number): boolean {
+    const held = this.held;
+    return this.allowedBase(i) && (held === undefined || held.has(i) || held.size < this.lim!);
+  }
+
+  /** Count piece `i` against the limit if this call requested blocks of it (out grew past `before`). */
+  took(i: number, before: number): void {
+    if (this.held && this.out.length > before) this.held.add(i);
+  }
+
+  /** Another piece may start. */
+  room(): boolean {
+    return this.held === undefined || this.held.size < this.lim!;
+  }
+
+  full(): boolean {
+    return this.out.length >= this.max;
+  }
+}
+
 export class PiecePicker {
   readonly pieceCount: number;
   readonly pieceLength: number;
@@ -439,165 +490,190 @@ export class PiecePicker {
     if (!(max > 0)) return out;
     const fast = peer.choked ? peer.fastAllowed : undefined;
     if (peer.choked && (!fast || fast.size === 0)) return out;
-    const allowedBase = fast
-      ? (i: number) => i >= 0 && i < this.pieceCount && fast.has(i) && (peer.hasAll === true || peer.has(i))
-      : peer.hasAll
-        ? (_i: number) => true
-        : (i: number) => peer.has(i);
-    // Piece limit: the pieces this peer has requests in or has sent blocks of (not yet verified), and room for more.
-    const lim = peer.maxPieces !== undefined && Number.isInteger(peer.maxPieces) && peer.maxPieces > 0 ? peer.maxPieces : undefined;
-    let held: Set<number> | undefined;
-    let mine: number[] | undefined;
-    if (lim !== undefined) {
-      held = new Set();
-      for (const k of this.peerReqs.get(peer.id) ?? []) held.add(Math.floor(k / this.blocksPerPiece));
-      for (const [i, part] of this.partials) {
-        if (part.contributors.has(peer.id) && part.received < part.blocks && this.wanted(i)) {
-          held.add(i);
-          (mine ??= []).push(i);
-        }
-      }
-    }
-    const allowed = held ? (i: number) => allowedBase(i) && (held!.has(i) || held!.size < lim!) : allowedBase;
-    const took = (i: number, before: number) => {
-      if (held && out.length > before) held.add(i);
-    };
-
+    // Each step is its own method: a step first reached after the picker got hot (e.g. a peer that becomes
+    // piece-limited mid-transfer) then re-optimises a small function, not one that inlines every step (~40–70 ms of
+    // compiler time per re-optimisation, measured with --trace-opt).
+    const run = new PickRun(this.pieceCount, peer, fast, out, max);
     // 0. A limited peer (a provider that serves few pieces at a time, e.g. until they are paid for) first finishes the
     //    pieces it already sent blocks of: their free blocks, and a copy of the blocks other peers still owe.
-    if (mine) {
-      for (const i of mine) {
-        const part = this.partials.get(i)!;
-        if (!allowedBase(i)) continue;
-        this.takeFree(i, part, peer.id, out, max);
-        this.copyBlocks(i, part, peer.id, out, max, () => true);
-        if (out.length >= max) return out;
-      }
-    }
-
+    if (run.lim !== undefined && this.finishOwnPieces(run)) return out;
     const classed = peer.rate !== undefined && Number.isFinite(peer.rate) && peer.rate >= 0;
     if (classed) this.rates.set(peer.id, peer.rate!);
-    // Partials started by a much slower peer: joined after new pieces (step 1b).
-    let deferred: number[] | undefined;
+    // 1. Finish pieces in flight (sequential mode does this in index order, in step 2). Partials started by a much
+    //    slower peer are set aside (run.deferred) for step 1b.
+    if ((!this.sequential || fast) && this.finishOpenPieces(run, classed)) return out;
+    // 2. Start new pieces (not when the peer's piece limit is reached: nothing new may start, and scanning every
+    //    piece for nothing on each call would cost O(pieces) per block received).
+    if (this.freeBlocks > 0 && (run.room() || this.sequential) && this.startNewPieces(run)) return out;
+    // 1b. Pieces started by slower peers, once nothing new was left for this peer: take their free blocks and a
+    //     copy of the blocks only slower peers hold, so the piece completes at this peer's speed.
+    if (run.deferred && this.finishSlowerPieces(run, run.deferred)) return out;
+    // 3. End-game: duplicate requests of blocks outstanding at exactly one other peer (or, for a classed peer, at
+    //    peers that are all in a slower class: one more copy, so slow peers cannot hold the last pieces hostage).
+    if (this.freeBlocks === 0 && out.length < max) this.endgame(run, classed);
+    return out;
+  }
 
-    // 1. Finish pieces in flight (sequential mode does this in index order below).
-    if (!this.sequential || fast) for (const i of this.open) {
+  /** Step 0: the limited peer's piece set (`run.held`), then the pieces it already sent blocks of. True when `max` is reached. */
+  private finishOwnPieces(run: PickRun): boolean {
+    const id = run.peer.id;
+    // The pieces this peer has requests in or has sent blocks of (not yet verified).
+    const held = (run.held = new Set<number>());
+    for (const k of this.peerReqs.get(id) ?? []) held.add(Math.floor(k / this.blocksPerPiece));
+    let mine: number[] | undefined;
+    for (const [i, part] of this.partials) {
+      if (part.contributors.has(id) && part.received < part.blocks && this.wanted(i)) {
+        held.add(i);
+        (mine ??= []).push(i);
+      }
+    }
+    if (!mine) return false;
+    for (const i of mine) {
       const part = this.partials.get(i)!;
-      if (!this.wanted(i) || !allowed(i)) continue;
+      if (!run.allowedBase(i)) continue;
+      this.takeFree(i, part, id, run.out, run.max);
+      this.copyBlocks(i, part, id, run.out, run.max, ANY_OWNER);
+      if (run.full()) return true;
+    }
+    return false;
+  }
+
+  /** Step 1: free blocks of open pieces. True when `max` is reached. */
+  private finishOpenPieces(run: PickRun, classed: boolean): boolean {
+    const id = run.peer.id;
+    for (const i of this.open) {
+      const part = this.partials.get(i)!;
+      if (!this.wanted(i) || !run.allowed(i)) continue;
       if (classed) {
-        const c = this.affinity(part, i, peer.id, peer.rate!);
+        const c = this.affinity(part, i, id, run.peer.rate!);
         if (c === 'slower') continue;
         if (c === 'faster') {
-          (deferred ??= []).push(i);
+          (run.deferred ??= []).push(i);
           continue;
         }
       }
+      const before = run.out.length;
+      this.takeFree(i, part, id, run.out, run.max);
+      run.took(i, before);
+      if (run.full()) return true;
+    }
+    return false;
+  }
+
+  /** Step 2 by mode: allowed-fast pieces while choked, sequential, random first pieces, else rarest first. True when `max` is reached. */
+  private startNewPieces(run: PickRun): boolean {
+    if (run.fast) {
+      for (const i of run.fast) if (this.tryStart(run, i)) return true;
+      return false;
+    }
+    if (this.sequential) return this.startSequential(run);
+    if (this.haveCount_ < this.firstRandom) return this.startRandom(run);
+    return this.startRarest(run);
+  }
+
+  /** Start piece `i` for this peer if it is free to start. True when `max` is reached. */
+  private tryStart(run: PickRun, i: number): boolean {
+    if (this.partials.has(i) || !this.wanted(i) || !run.allowed(i)) return false;
+    const part = this.newPartial(i);
+    const before = run.out.length;
+    this.takeFree(i, part, run.peer.id, run.out, run.max);
+    run.took(i, before);
+    return run.full();
+  }
+
+  private startSequential(run: PickRun): boolean {
+    while (this.seqCursor < this.pieceCount && this.haveBits[this.seqCursor]) this.seqCursor++;
+    for (let i = this.seqCursor; i < this.pieceCount && this.freeBlocks > 0; i++) {
+      if (this.open.has(i)) {
+        if (!this.wanted(i) || !run.allowed(i)) continue;
+        const before = run.out.length;
+        this.takeFree(i, this.partials.get(i)!, run.peer.id, run.out, run.max);
+        run.took(i, before);
+        if (run.full()) return true;
+      } else if (this.tryStart(run, i)) return true;
+    }
+    return false;
+  }
+
+  /** Random piece(s): random start, cyclic scan; re-randomised for every piece started. */
+  private startRandom(run: PickRun): boolean {
+    while (this.freeBlocks > 0 && run.room()) {
+      const start = randomBelow(this.rng, this.pieceCount);
+      let started = false;
+      for (let k = 0; k < this.pieceCount; k++) {
+        const i = (start + k) % this.pieceCount;
+        if (this.partials.has(i) || !this.wanted(i) || !run.allowed(i)) continue;
+        started = true;
+        if (this.tryStart(run, i)) return true;
+        break;
+      }
+      if (!started) break;
+    }
+    return false;
+  }
+
+  /** Rarest first by priority level (7 → 1), random tie-break within an availability bucket. */
+  private startRarest(run: PickRun): boolean {
+    const { held, lim, out, max } = run;
+    for (let p = 7; p >= 1 && this.freeBlocks > 0 && run.room(); p--) {
+      if (this.bucketCount[p] === 0) continue;
+      const byAvail = this.buckets[p];
+      const top = Math.min(this.maxAvail[p], byAvail.length - 1);
+      for (let a = 0; a <= top && run.room(); a++) {
+        const b = byAvail[a];
+        const len = b.length;
+        if (len === 0) continue;
+        // Choose first, start after: starting a piece removes it from this bucket.
+        const start = randomBelow(this.rng, len);
+        const chosen: number[] = [];
+        let planned = out.length;
+        for (let k = 0; k < len && planned < max && (held === undefined || held.size + chosen.length < lim!); k++) {
+          let j = start + k;
+          if (j >= len) j -= len;
+          const i = b[j];
+          if (!run.allowed(i)) continue;
+          chosen.push(i);
+          planned += this.blocksIn(i);
+        }
+        for (const i of chosen) if (this.tryStart(run, i)) return true;
+      }
+    }
+    return false;
+  }
+
+  /** Step 1b. True when `max` is reached. */
+  private finishSlowerPieces(run: PickRun, deferred: number[]): boolean {
+    const id = run.peer.id;
+    for (const i of deferred) {
+      const part = this.partials.get(i);
+      if (!part || !this.wanted(i) || !run.allowed(i)) continue;
+      const before = run.out.length;
+      this.takeFree(i, part, id, run.out, run.max);
+      this.copySlowBlocks(i, part, id, run.peer.rate!, run.out, run.max);
+      run.took(i, before);
+      if (run.full()) return true;
+    }
+    return false;
+  }
+
+  /** Step 3. */
+  private endgame(run: PickRun, classed: boolean): void {
+    const { out, max, peer } = run;
+    for (const [i, part] of this.partials) {
+      if (!this.wanted(i) || !run.allowed(i) || part.received === part.blocks) continue;
       const before = out.length;
-      this.takeFree(i, part, peer.id, out, max);
-      took(i, before);
-      if (out.length >= max) return out;
-    }
-
-    // 2. Start new pieces (not when the peer's piece limit is reached: nothing new may start, and scanning every
-    //    piece for nothing on each call would cost O(pieces) per block received).
-    const room = () => held === undefined || held.size < lim!;
-    if (this.freeBlocks > 0 && (room() || this.sequential)) {
-      const tryPiece = (i: number): boolean => {
-        if (this.partials.has(i) || !this.wanted(i) || !allowed(i)) return false;
-        const part = this.newPartial(i);
-        const before = out.length;
-        this.takeFree(i, part, peer.id, out, max);
-        took(i, before);
-        return out.length >= max;
-      };
-      if (fast) {
-        for (const i of fast) if (tryPiece(i)) return out;
-      } else if (this.sequential) {
-        while (this.seqCursor < this.pieceCount && this.haveBits[this.seqCursor]) this.seqCursor++;
-        for (let i = this.seqCursor; i < this.pieceCount && this.freeBlocks > 0; i++) {
-          if (this.open.has(i)) {
-            if (!this.wanted(i) || !allowed(i)) continue;
-            const before = out.length;
-            this.takeFree(i, this.partials.get(i)!, peer.id, out, max);
-            took(i, before);
-            if (out.length >= max) return out;
-          } else if (tryPiece(i)) return out;
-        }
-      } else if (this.haveCount_ < this.firstRandom) {
-        // Random piece(s): random start, cyclic scan; re-randomised for every piece started.
-        while (this.freeBlocks > 0 && room()) {
-          const start = randomBelow(this.rng, this.pieceCount);
-          let started = false;
-          for (let k = 0; k < this.pieceCount; k++) {
-            const i = (start + k) % this.pieceCount;
-            if (this.partials.has(i) || !this.wanted(i) || !allowed(i)) continue;
-            started = true;
-            if (tryPiece(i)) return out;
-            break;
-          }
-          if (!started) break;
-        }
-      } else {
-        for (let p = 7; p >= 1 && this.freeBlocks > 0 && room(); p--) {
-          if (this.bucketCount[p] === 0) continue;
-          const byAvail = this.buckets[p];
-          const top = Math.min(this.maxAvail[p], byAvail.length - 1);
-          for (let a = 0; a <= top && room(); a++) {
-            const b = byAvail[a];
-            const len = b.length;
-            if (len === 0) continue;
-            // Choose first, start after: starting a piece removes it from this bucket.
-            const start = randomBelow(this.rng, len);
-            const chosen: number[] = [];
-            let planned = out.length;
-            for (let k = 0; k < len && planned < max && (held === undefined || held.size + chosen.length < lim!); k++) {
-              let j = start + k;
-              if (j >= len) j -= len;
-              const i = b[j];
-              if (!allowed(i)) continue;
-              chosen.push(i);
-              planned += this.blocksIn(i);
-            }
-            for (const i of chosen) if (tryPiece(i)) return out;
-          }
-        }
+      for (let b = 0; b < part.blocks && out.length < max; b++) {
+        if (part.state[b] !== REQUESTED) continue;
+        const owners = part.owners[b]!;
+        if (owners.includes(peer.id)) continue;
+        if (owners.length >= ENDGAME_COPIES && !(classed && owners.length === ENDGAME_COPIES && owners.every((o) => this.isSlower(o, peer.rate!)))) continue;
+        owners.push(peer.id);
+        this.recordReq(peer.id, i, b);
+        out.push({ index: i, begin: b * this.blockSize, length: this.blockLength(i, b) });
       }
+      run.took(i, before);
+      if (out.length >= max) break;
     }
-
-    // 1b. Pieces started by slower peers, once nothing new was left for this peer: take their free blocks and a
-    //     copy of the blocks only slower peers hold, so the piece completes at this peer's speed.
-    if (deferred) {
-      for (const i of deferred) {
-        const part = this.partials.get(i);
-        if (!part || !this.wanted(i) || !allowed(i)) continue;
-        const before = out.length;
-        this.takeFree(i, part, peer.id, out, max);
-        this.copySlowBlocks(i, part, peer.id, peer.rate!, out, max);
-        took(i, before);
-        if (out.length >= max) return out;
-      }
-    }
-
-    // 3. End-game: duplicate requests of blocks outstanding at exactly one other peer (or, for a classed peer, at
-    //    peers that are all in a slower class: one more copy, so slow peers cannot hold the last pieces hostage).
-    if (this.freeBlocks === 0 && out.length < max) {
-      for (const [i, part] of this.partials) {
-        if (!this.wanted(i) || !allowed(i) || part.received === part.blocks) continue;
-        const before = out.length;
-        for (let b = 0; b < part.blocks && out.length < max; b++) {
-          if (part.state[b] !== REQUESTED) continue;
-          const owners = part.owners[b]!;
-          if (owners.includes(peer.id)) continue;
-          if (owners.length >= ENDGAME_COPIES && !(classed && owners.length === ENDGAME_COPIES && owners.every((o) => this.isSlower(o, peer.rate!)))) continue;
-          owners.push(peer.id);
-          this.recordReq(peer.id, i, b);
-          out.push({ index: i, begin: b * this.blockSize, length: this.blockLength(i, b) });
-        }
-        took(i, before);
-        if (out.length >= max) break;
-      }
-    }
-    return out;
   }
 
   /**
