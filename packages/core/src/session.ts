@@ -20,7 +20,7 @@ import { PeerWire } from './wire/peer-wire.js';
 import { mseRespond, mseTorrentKey, isPlaintextHandshake, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import type { Duplex } from 'node:stream';
 import type { WireExtensionFactory } from './wire/extensions.js';
-import { Torrent, type TorrentDht, type TorrentOptions, type UploadGate } from './torrent.js';
+import { Torrent, MAX_PEER_REQUEST_QUEUE, type TorrentDht, type TorrentOptions, type UploadGate } from './torrent.js';
 import type { ChokerPolicy } from './choker.js';
 
 export const CLIENT_NAME = 'bitorrent 0.1.0';
@@ -212,6 +212,7 @@ export class Session extends EventEmitter {
       reserved: { extended: true, fast: true, dht: !!this.opts.dht },
       listenPort: this.listenPort,
       clientName: CLIENT_NAME,
+      reqq: MAX_PEER_REQUEST_QUEUE,
     } as ConstructorParameters<typeof PeerWire>[1]);
     const handshakeTimeout = this.clock.setTimeout(() => wire.destroy(new Error('handshake timeout')), 30_000);
     wire.once('close', () => {

@@ -31,8 +31,8 @@ import { utPex } from './wire/ut-pex.js';
 export const BLOCK_SIZE = 16 * 1024;
 /** Largest block we serve: 16 KiB is the spec, many clients accept up to 128 KiB. */
 const MAX_SERVED_BLOCK = 128 * 1024;
-/** Requests a peer may queue with us (advertised as reqq); beyond that they are rejected. */
-const MAX_PEER_REQUEST_QUEUE = 500;
+/** Requests a peer may queue with us (advertised as reqq, BEP 10); beyond that they are rejected. */
+export const MAX_PEER_REQUEST_QUEUE = 500;
 /** Read buffer of each outgoing plaintext connection (reused for every read; see connectTo). */
 const SOCKET_READ_BUFFER = 64 * 1024;
 /** Magnet links: peers asked for the info dictionary at once, how long one may go without sending a piece, and how long a peer that failed is left alone. */
@@ -143,7 +143,12 @@ export interface TorrentOptions {
  * call torrent.resumeUploads() when the gate opens again (the torrent also retries every second).
  */
 export interface UploadGate {
+  /**
+   * May blocks of `piece` go to this peer now? The answer covers every block of the piece the torrent sends before it
+   * next yields (awaits bandwidth, a disk read or the socket): one call per piece per run of sends, not per block.
+   */
   mayUpload(peerKey: string, piece: number): boolean;
+  /** `bytes` of `piece` went to this peer: consecutive blocks of one piece sent in one run are reported together. */
   onBlockUploaded?(peerKey: string, piece: number, bytes: number): void;
   /** The other direction: a block arrived from this peer (requested or not). Speed charges paid blocks here. */
   onBlockReceived?(peerKey: string, piece: number, bytes: number): void;
@@ -644,6 +649,7 @@ export class Torrent extends EventEmitter {
       reserved: { extended: true, fast: true, dht: !!this.deps.dht && !this.isPrivate },
       listenPort: this.deps.listenPort(),
       clientName: this.deps.clientName,
+      reqq: MAX_PEER_REQUEST_QUEUE,
     } as ConstructorParameters<typeof PeerWire>[1]);
     return wire;
   }
@@ -1204,25 +1210,54 @@ export class Torrent extends EventEmitter {
   }
 
   private async serveQueued(peer: Peer): Promise<void> {
+    const gate = this.opts.uploadGate;
+    // An UploadGate is asked once per piece and told once per run of blocks of one piece, not per block: within a
+    // stretch of this loop that does not yield, nothing else runs, so a gate's answer for a piece cannot change (its
+    // own state moves on messages and timers). Every await below ends the stretch: charges are reported first and
+    // the cached answers dropped. (Per block, Speed's calls cost a seeder ~0.1 s of CPU per GiB.)
+    let allowedPiece = -1;
+    let priority: Priority | undefined;
+    let chargedPiece = -1;
+    let chargedBytes = 0;
+    const reportCharges = (): void => {
+      if (chargedBytes > 0) gate?.onBlockUploaded?.(peer.key, chargedPiece, chargedBytes);
+      chargedBytes = 0;
+      chargedPiece = -1;
+    };
+    const yielding = (): void => {
+      reportCharges();
+      allowedPiece = -1;
+      priority = undefined;
+    };
     try {
       while (peer.uploadQueue.length > 0 && !peer.wire.destroyed && this.state !== 'closed') {
         if (peer.wire.needsDrain) return; // 'drain' resumes us
-        if (this.opts.uploadGate) {
+        if (gate && peer.uploadQueue[0].index !== allowedPiece) {
+          reportCharges(); // the gate's decision on a new piece counts what this run already sent
           peer.uploadHeld = !this.gateNextUpload(peer);
           if (peer.uploadHeld) return; // all held; resumeUploads() or tick() retries
+          allowedPiece = peer.uploadQueue[0].index;
         }
         const req = peer.uploadQueue[0];
         // Wait for bandwidth in arrival order (the buckets queue waiters): with a sleep-and-retry loop the peer
         // that just sent re-armed first and won every race, starving the others (Speed's paid slots included).
-        const priority = this.opts.uploadGate?.uploadPriority?.(peer.key) ?? PRIORITY_NORMAL;
-        if (!this.upBucket.tryTake(req.length, priority)) await this.upBucket.take(req.length, undefined, priority);
-        if (!this.deps.globalUpload.tryTake(req.length, priority)) await this.deps.globalUpload.take(req.length, undefined, priority);
+        const prio = (priority ??= gate?.uploadPriority?.(peer.key) ?? PRIORITY_NORMAL);
+        if (!this.upBucket.tryTake(req.length, prio)) {
+          yielding();
+          await this.upBucket.take(req.length, undefined, prio);
+        }
+        if (!this.deps.globalUpload.tryTake(req.length, prio)) {
+          yielding();
+          await this.deps.globalUpload.take(req.length, undefined, prio);
+        }
+        // After a wait this block still goes (its bandwidth is taken); the next one asks the gate again.
         if (peer.uploadQueue[0] !== req) continue; // cancelled, rejected or reordered while waiting
         peer.uploadQueue.shift();
         let piece = this.readReady.get(req.index);
         if (piece) {
           this.touchReadCache(req.index);
         } else {
+          yielding();
           try {
             await this.readPieceCached(req.index);
           } catch (err) {
@@ -1243,13 +1278,20 @@ export class Torrent extends EventEmitter {
           continue;
         }
         peer.wire.piece(req.index, req.begin, block);
-        this.opts.uploadGate?.onBlockUploaded?.(peer.key, req.index, req.length);
+        if (gate) {
+          if (req.index !== chargedPiece) {
+            reportCharges();
+            chargedPiece = req.index;
+          }
+          chargedBytes += req.length;
+        }
         peer.upRate.add(req.length);
         this.upRate.add(req.length);
         this.uploadedBytes += req.length;
       }
     } finally {
       // Runs synchronously when the loop returns without awaiting.
+      reportCharges();
       peer.serving = false;
     }
   }

@@ -107,3 +107,45 @@ test('upload gate: while every queued request is held, each new request costs on
   await leech.done;
   assert.equal(leech.stats().progress, 1);
 });
+
+test('upload gate: asked once per piece and told once per run of blocks, not per block; every byte sent is reported', { timeout: 30_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'speed-gate-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const seedDir = join(dir, 'seed');
+  mkdirSync(seedDir);
+  const pieceLength = 256 * 1024; // 16 blocks per piece
+  const pieces = 24;
+  writeFileSync(join(seedDir, 'a.bin'), randomBytes(pieceLength * pieces));
+  const { torrent } = await createTorrent({ path: join(seedDir, 'a.bin'), pieceLength });
+  let asks = 0, reports = 0, priorities = 0;
+  const reported = new Map<number, number>();
+  const [seedSession, leechSession] = await twoSessions(t);
+  await seedSession.add({
+    torrent,
+    path: seedDir,
+    skipHashCheck: true,
+    uploadGate: {
+      mayUpload: () => {
+        asks++;
+        return true;
+      },
+      onBlockUploaded: (_peer, piece, bytes) => {
+        reports++;
+        reported.set(piece, (reported.get(piece) ?? 0) + bytes);
+      },
+      uploadPriority: () => {
+        priorities++;
+        return 0;
+      },
+    },
+  });
+  const leech = await leechSession.add({ torrent, path: join(dir, 'leech'), peers: [{ host: '127.0.0.1', port: seedSession.port }] });
+  await leech.done;
+  const blocks = (pieceLength / 16384) * pieces;
+  for (let i = 0; i < pieces; i++) assert.equal(reported.get(i), pieceLength, `bytes reported for piece ${i}`);
+  // Per block these would each be ≥ 384 (more with end-game duplicates). A piece costs a gate call when a run of sends
+  // reaches it and again after each wait (its disk read, a full socket); the bound leaves room for those.
+  assert.ok(asks <= blocks / 4, `${asks} gate calls for ${blocks} blocks`);
+  assert.ok(reports <= blocks / 4, `${reports} reports for ${blocks} blocks`);
+  assert.ok(priorities <= blocks / 4, `${priorities} priority calls for ${blocks} blocks`);
+});
