@@ -194,7 +194,6 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     writeKeystore(leechWallet, encryptKeystore(leechKeys, 'pw', 1 << 10));
     const env = { BITORRENT_PASSPHRASE: 'pw' };
     const common = ['--peer-port', '0', '--host', '127.0.0.1', '--no-dht', '--no-pex', '--json'];
-    const offs: number[] = [], ons: number[] = [];
     const cpuOn: number[] = [], cpuOff: number[] = [];
     const winOn: number[] = [], winOff: number[] = [];
     let paidOk = true;
@@ -209,14 +208,15 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
      * takes that out of both modes alike.
      */
     const dl = join(dir, 'procs-dl');
-    // Per round (an adjacent OFF/ON pair in ABBA order): 1 − on/off of the pair, whose median resists drift.
+    mkdirSync(dl);
+    // MB/s by round (an adjacent OFF/ON pair in ABBA order): also gives each pair's 1 − on/off, whose median resists drift.
     const pairOn = new Map<number, number>(), pairOff = new Map<number, number>();
+    const zeros = Buffer.alloc(4 * MiB);
     const meta = parseTorrent(readFileSync(torrentPath));
     const prepareDownload = async (stateDir: string): Promise<void> => {
       const file = join(dl, meta.files[0].path.join('/'));
       const fd = openSync(file, existsSync(file) ? 'r+' : 'w');
       try {
-        const zeros = Buffer.alloc(4 * MiB);
         for (let off = 0; off < size; off += zeros.length) writeSync(fd, zeros, 0, Math.min(zeros.length, size - off), off);
       } finally {
         closeSync(fd);
@@ -227,7 +227,6 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
       if (counted && args.only && args.only !== mode) return;
       const tag = `${mode}-${r}`;
       const leechState = join(dir, `st-l-${tag}`);
-      mkdirSync(dl, { recursive: true });
       await prepareDownload(leechState);
       spawnSync('sync');
       const speed = (wallet: string, provider: boolean) => (mode === 'on' ? ['--speed', '--wallet', wallet, '--ledger', url, ...(provider ? ['--spending-rate', '0', '--reserve-price', '1', ...(maxUnpaid !== undefined ? ['--unpaid-limit', String(maxUnpaid * PIECE)] : [])] : [])] : []);
@@ -240,7 +239,6 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         leecher = startBitorrent(['download', torrentPath, '-o', dl, '--state-dir', leechState, '--peer', `127.0.0.1:${ready.port}`, ...common, ...speed(leechWallet, false)], { env, nodeArgs: prof('leech') });
         const done = await leecher.waitLine((l) => l.event === 'done', 1_800_000, 'the download to finish');
         const seconds = Number(done.seconds);
-        if (counted) (mode === 'on' ? ons : offs).push(size / 1e6 / seconds);
         if (counted) (mode === 'on' ? pairOn : pairOff).set(r, size / 1e6 / seconds);
         // CPU of both processes (user + system, start-up included, the same in both modes): on a busy 2-core machine
         // a steadier view of Speed's cost than the wall clock.
@@ -281,6 +279,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
       rmSync(dl, { recursive: true, force: true });
     }
     const median = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[a.length >> 1] : NaN);
+    const ons = [...pairOn.values()], offs = [...pairOff.values()];
     const pairs = [...pairOn].filter(([r]) => pairOff.has(r)).map(([r, on]) => 1 - on / pairOff.get(r)!);
     log(`(a, processes) per-round overheads ${pairs.map((x) => x.toFixed(3)).join(', ')}; median ${median(pairs).toFixed(3)}`);
     log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s; during the transfer off ${median(winOff).toFixed(2)} s, on ${median(winOn).toFixed(2)} s`);

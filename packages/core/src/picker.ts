@@ -552,12 +552,17 @@ export class PiecePicker {
           continue;
         }
       }
-      const before = run.out.length;
-      this.takeFree(i, part, id, run.out, run.max);
-      run.took(i, before);
-      if (run.full()) return true;
+      if (this.takeFreeFor(run, i, part)) return true;
     }
     return false;
+  }
+
+  /** The free blocks of `part` for this run's peer, counted against its piece limit. True when `max` is reached. */
+  private takeFreeFor(run: PickRun, i: number, part: Partial): boolean {
+    const before = run.out.length;
+    this.takeFree(i, part, run.peer.id, run.out, run.max);
+    run.took(i, before);
+    return run.full();
   }
 
   /** Step 2 by mode: allowed-fast pieces while choked, sequential, random first pieces, else rarest first. True when `max` is reached. */
@@ -574,11 +579,7 @@ export class PiecePicker {
   /** Start piece `i` for this peer if it is free to start. True when `max` is reached. */
   private tryStart(run: PickRun, i: number): boolean {
     if (this.partials.has(i) || !this.wanted(i) || !run.allowed(i)) return false;
-    const part = this.newPartial(i);
-    const before = run.out.length;
-    this.takeFree(i, part, run.peer.id, run.out, run.max);
-    run.took(i, before);
-    return run.full();
+    return this.takeFreeFor(run, i, this.newPartial(i));
   }
 
   private startSequential(run: PickRun): boolean {
@@ -586,10 +587,7 @@ export class PiecePicker {
     for (let i = this.seqCursor; i < this.pieceCount && this.freeBlocks > 0; i++) {
       if (this.open.has(i)) {
         if (!this.wanted(i) || !run.allowed(i)) continue;
-        const before = run.out.length;
-        this.takeFree(i, this.partials.get(i)!, run.peer.id, run.out, run.max);
-        run.took(i, before);
-        if (run.full()) return true;
+        if (this.takeFreeFor(run, i, this.partials.get(i)!)) return true;
       } else if (this.tryStart(run, i)) return true;
     }
     return false;
