@@ -519,7 +519,13 @@ export class PiecePicker {
     const id = run.peer.id;
     // The pieces this peer has requests in or has sent blocks of (not yet verified).
     const held = (run.held = new Set<number>());
-    for (const k of this.peerReqs.get(id) ?? []) held.add(Math.floor(k / this.blocksPerPiece));
+    // A peer's requests are recorded piece by piece, so runs of keys share a piece: one add per run, not per block.
+    const bpp = this.blocksPerPiece;
+    let last = -1;
+    for (const k of this.peerReqs.get(id) ?? []) {
+      const i = Math.floor(k / bpp);
+      if (i !== last) held.add((last = i));
+    }
     let mine: number[] | undefined;
     for (const [i, part] of this.partials) {
       if (part.contributors.has(id) && part.received < part.blocks && this.wanted(i)) {

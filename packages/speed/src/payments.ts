@@ -591,12 +591,26 @@ export type PayResult =
   | { type: 'deferred'; piece: number; amount: bigint }
   | { type: 'nothing' };
 
+/** What one piece's bytes from a provider cost: `owed`, plus `bytes` received at `price` and not yet priced. */
+interface PieceCharge {
+  owed: bigint;
+  price: bigint;
+  bytes: number;
+}
+
+const owedOf = (c: PieceCharge): bigint => (c.bytes === 0 || c.price === 0n ? c.owed : c.owed + c.price * BigInt(c.bytes));
+
+const NOTHING: PayResult = Object.freeze({ type: 'nothing' });
+
 /** One per (torrent, provider) connection with an authenticated Speed provider. */
 export class RequesterPayments {
   private price = 0n;
-  private owedByPiece = new Map<number, bigint>();
-  /** Pieces with bytes from this provider (free or paid), for blame on hash failure. */
-  private contributed = new Set<number>();
+  /**
+   * Every piece with bytes from this provider (free or paid: blame on hash failure) and what they cost: bytes that
+   * arrived at one price are summed as a number and priced once (when the price changes, or when the piece is
+   * settled), not with a BigInt product and sum per 16 KiB block.
+   */
+  private charges = new Map<number, PieceCharge>();
   /** Verified pieces whose payment is waiting for a channel. */
   private queue: { piece: number; amount: bigint }[] = [];
   private channel?: { id: Buffer; deposit: bigint; expiresAt: number; seq: bigint; cumulative: bigint; lastSig?: Buffer; lastPiece: number };
@@ -607,7 +621,6 @@ export class RequesterPayments {
    */
   private inFlight: bigint[] = [];
   private badPieces = 0;
-  private blockCost?: { bytes: number; price: bigint; cost: bigint };
   /** Pay for this many verified pieces with one signed state (setProviderLimit). */
   private batchPieces = 1;
   /** Verified pieces held back to be paid in one state: the newest piece, the summed amount, how many pieces. */
@@ -645,21 +658,25 @@ export class RequesterPayments {
     this.price = 0n;
   }
 
-  /** A block of `piece` arrived from this provider. Returns its cost. */
-  onBlock(piece: number, bytes: number): bigint {
+  /** A block of `piece` (`bytes` long) arrived from this provider, at the price in force. */
+  onBlock(piece: number, bytes: number): void {
     if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError('bytes must be a non-negative integer');
-    this.contributed.add(piece);
-    if (this.price === 0n || bytes === 0) return 0n;
-    // Called for every block received: whole blocks at an unchanged price reuse one product.
-    let c = this.blockCost;
-    if (c === undefined || c.bytes !== bytes || c.price !== this.price) c = this.blockCost = { bytes, price: this.price, cost: this.price * BigInt(bytes) };
-    this.owedByPiece.set(piece, (this.owedByPiece.get(piece) ?? 0n) + c.cost);
-    return c.cost;
+    const c = this.charges.get(piece);
+    if (c === undefined) this.charges.set(piece, { owed: 0n, price: this.price, bytes });
+    else {
+      if (c.price !== this.price) {
+        c.owed += c.price * BigInt(c.bytes);
+        c.price = this.price;
+        c.bytes = 0;
+      }
+      c.bytes += bytes;
+    }
   }
 
   /** What we will owe for `piece` once it verifies. */
   owedFor(piece: number): bigint {
-    return this.owedByPiece.get(piece) ?? 0n;
+    const c = this.charges.get(piece);
+    return c === undefined ? 0n : owedOf(c);
   }
 
   /**
@@ -673,10 +690,11 @@ export class RequesterPayments {
 
   /** `piece` passed its hash check: pay for this provider's bytes in it (if any were paid), possibly with others (setProviderLimit). */
   onPieceVerified(piece: number): PayResult {
-    this.contributed.delete(piece);
-    const amount = this.owedByPiece.get(piece) ?? 0n;
-    this.owedByPiece.delete(piece);
-    if (amount === 0n) return { type: 'nothing' };
+    const c = this.charges.get(piece);
+    if (c === undefined) return NOTHING; // the engine reports a piece more than once (verified, stored, HAVE)
+    this.charges.delete(piece);
+    const amount = owedOf(c);
+    if (amount === 0n) return NOTHING;
     const ch = this.channel;
     const d = (this.due ??= { piece, amount: 0n, pieces: 0 });
     d.piece = piece;
@@ -704,12 +722,11 @@ export class RequesterPayments {
    * returns the reject message to send (when it charged for the piece) and whether to ban it now.
    */
   onPieceFailed(piece: number): { reject?: RejectMessage; ban: boolean } {
-    const owed = this.owedByPiece.get(piece);
-    this.owedByPiece.delete(piece);
-    const blamed = this.contributed.delete(piece);
-    if (blamed) this.badPieces++;
+    const c = this.charges.get(piece);
+    this.charges.delete(piece);
+    if (c !== undefined) this.badPieces++;
     if (this.badPieces >= this.maxBad) this.banned = true;
-    return { reject: owed !== undefined ? { type: 'reject', piece } : undefined, ban: this.banned };
+    return { reject: c !== undefined && owedOf(c) > 0n ? { type: 'reject', piece } : undefined, ban: this.banned };
   }
 
   private pay(piece: number, amount: bigint): PayResult {
