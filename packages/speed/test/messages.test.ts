@@ -6,6 +6,8 @@ import { encode, decode } from '@bitorrent/core';
 import {
   encodeSpeedMessage,
   decodeSpeedMessage,
+  encodeAnyMessage,
+  decodeAnyMessage,
   encodeSpeedHandshake,
   parseSpeedHandshake,
   decodeSpeedHandshakePayload,
@@ -111,6 +113,72 @@ test('random bytes and mutated messages only ever raise SpeedMessageError', () =
     ),
     { numRuns: 3000 },
   );
+});
+
+test('PAYMENT and ACK fast paths: the same bytes as the general encoder, and the same value or the same error as the general decoder', () => {
+  const paymentOrAck = arbMessage.filter((m) => m.type === 'payment' || m.type === 'ack');
+  // Decoding through both paths: the same message, or the same SpeedMessageError kind and text.
+  const outcome = (f: (b: Uint8Array) => SpeedMessage, buf: Uint8Array): unknown => {
+    try {
+      return normalize(f(buf));
+    } catch (e) {
+      assert.ok(e instanceof SpeedMessageError);
+      return { error: e.kind, message: e.message };
+    }
+  };
+  const same = (buf: Uint8Array) => assert.deepEqual(outcome(decodeSpeedMessage, buf), outcome(decodeAnyMessage, buf));
+  fc.assert(
+    fc.property(paymentOrAck, (m) => {
+      const wire = encodeSpeedMessage(m);
+      assert.deepEqual(wire, encodeAnyMessage(m));
+      assert.deepEqual(normalize(decodeSpeedMessage(wire)), normalize(m));
+      same(wire);
+    }),
+    { numRuns: 2000 },
+  );
+  // Mutated, truncated, extended and re-keyed encodings: the fast decoder never accepts what the general one refuses,
+  // nor reads a value differently.
+  fc.assert(
+    fc.property(
+      paymentOrAck,
+      fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 3 }),
+      fc.nat(),
+      fc.uint8Array({ maxLength: 4 }),
+      (m, flips, cut, tail) => {
+        const wire = Buffer.from(encodeSpeedMessage(m));
+        for (const [i, b] of flips) wire[i % wire.length] = b;
+        same(wire);
+        same(wire.subarray(0, cut % (wire.length + 1)));
+        same(Buffer.concat([wire.subarray(0, wire.length - 1), tail, wire.subarray(wire.length - 1)]));
+      },
+    ),
+    { numRuns: 3000 },
+  );
+  // Field values near and past every range edge, leading zeros and signs, written by hand in the canonical layout.
+  const int = fc.oneof(fc.constantFrom('0', '1', '00', '01', '-0', '-1', `${U64_MAX}`, `${U64_MAX + 1n}`, `${U128_MAX}`, `${U128_MAX + 1n}`, '4294967295', '4294967296'), fc.bigInt({ min: 0n, max: 1n << 130n }).map(String));
+  fc.assert(
+    fc.property(fc.boolean(), int, int, int, fc.boolean(), (payment, amount, piece, seqText, withSig) => {
+      const ch = 'c'.repeat(32), sig = withSig ? `3:sig64:${'s'.repeat(64)}` : '';
+      const body = payment ? `d6:amounti${amount}e7:channel32:${ch}8:msg_typei4e5:piecei${piece}e3:seqi${seqText}e${sig}e` : `d6:amounti${amount}e7:channel32:${ch}8:msg_typei5e3:seqi${seqText}e${sig}e`;
+      same(Buffer.from(body, 'latin1'));
+    }),
+    { numRuns: 2000 },
+  );
+  // The encoders refuse the same bad fields with the same error.
+  const refusal = (f: (m: SpeedMessage) => Buffer, m: SpeedMessage): unknown => {
+    try {
+      return f(m).toString('hex');
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  const good = { channel: Buffer.alloc(32), seq: 1n, amount: 1n, piece: 0, sig: Buffer.alloc(64) };
+  for (const bad of [{ seq: 0n }, { amount: 0n }, { piece: -1 }, { piece: 2 ** 32 }, { seq: U64_MAX + 1n }, { sig: Buffer.alloc(63) }, { channel: Buffer.alloc(31) }, { sig: undefined }]) {
+    const m = { type: 'payment', ...good, ...bad } as unknown as SpeedMessage;
+    assert.equal(refusal(encodeSpeedMessage, m), refusal(encodeAnyMessage, m), JSON.stringify(Object.keys(bad)));
+    const a = { type: 'ack', ...good, seq: 0n, amount: 0n, ...bad } as unknown as SpeedMessage;
+    assert.equal(refusal(encodeSpeedMessage, a), refusal(encodeAnyMessage, a), JSON.stringify(Object.keys(bad)));
+  }
 });
 
 test('specific rejections carry a clear kind and message', () => {
