@@ -6,37 +6,51 @@ import { createRequire } from 'node:module';
 export const U64_MAX = (1n << 64n) - 1n;
 export const U128_MAX = (1n << 128n) - 1n;
 
+/**
+ * Canonical binary layouts, written into one growing buffer (not a small Buffer per field joined by concat: every
+ * signed payment state and ledger operation goes through here, ~40 µs each that way in a busy transfer's profile).
+ */
 export class Writer {
-  private parts: Buffer[] = [];
+  private buf = Buffer.allocUnsafe(128);
+  private pos = 0;
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(grown, 0, 0, this.pos);
+    this.buf = grown;
+  }
   bytes(b: Buffer | Uint8Array, len?: number): this {
     if (len !== undefined && b.length !== len) throw new RangeError(`expected ${len} bytes, got ${b.length}`);
-    this.parts.push(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+    this.room(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
     return this;
   }
   u8(n: number): this {
-    const b = Buffer.alloc(1);
-    b.writeUInt8(n);
-    this.parts.push(b);
+    this.room(1);
+    this.buf.writeUInt8(n, this.pos);
+    this.pos += 1;
     return this;
   }
   u64(n: bigint | number): this {
     const v = BigInt(n);
     if (v < 0n || v > U64_MAX) throw new RangeError(`u64 out of range: ${v}`);
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(v);
-    this.parts.push(b);
+    this.room(8);
+    this.buf.writeBigUInt64BE(v, this.pos);
+    this.pos += 8;
     return this;
   }
   u128(n: bigint): this {
     if (typeof n !== 'bigint' || n < 0n || n > U128_MAX) throw new RangeError(`u128 out of range: ${n}`);
-    const b = Buffer.alloc(16);
-    b.writeBigUInt64BE(n >> 64n, 0);
-    b.writeBigUInt64BE(n & U64_MAX, 8);
-    this.parts.push(b);
+    this.room(16);
+    this.buf.writeBigUInt64BE(n >> 64n, this.pos);
+    this.buf.writeBigUInt64BE(n & U64_MAX, this.pos + 8);
+    this.pos += 16;
     return this;
   }
+  /** The bytes written (a new Buffer of exactly that length). */
   done(): Buffer {
-    return Buffer.concat(this.parts);
+    return Buffer.from(this.buf.subarray(0, this.pos));
   }
 }
 
