@@ -3,11 +3,11 @@
  *
  * (a) Overhead: one seeder session → one leecher session over loopback, in this process, the same torrent
  *     (1 GiB; 128 MiB with --quick; 256 KiB pieces, --piece-kib) with Speed OFF (plain sessions) and Speed ON (per-torrent
- *     SpeedAgent on both sides: auction, channel on an embedded SQLite ledger, one signed payment per piece,
+ *     SpeedAgent on both sides: auction, channel on an embedded SQLite ledger, one signed payment per ⌊K/2⌋ verified pieces,
  *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 8 MiB). After --warmup N (default 1) uncounted plain
- *     transfers, --rounds N (default 5) interleaved off/on pairs
+ *     transfers, --rounds N (default 10: one pair's overhead varies by ±0.1 on this 2-core machine) interleaved off/on pairs
  *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off), and overhead_pairs_median,
- *     the median of each round's own 1 − on/off. The two-process rounds download into one file rewritten in place (see
+ *     the median of each round's own 1 − on/off, with its quartiles (overhead_pairs_q1/q3). The two-process rounds download into one file rewritten in place (see
  *     partAProcs), so no round pays for page-cache memory the VM's host has taken back. With --timeline, also prints a timeline
  *     summary of Speed ON: gate stalls (how long requests were held), and per piece the time from its last block
  *     sent to the requester's payment and from the payment to the next block served. --cpu-prof DIR: V8 CPU profiles of
@@ -57,7 +57,7 @@ const MiB = 1024 * 1024;
 const size = (args.size ? Number(args.size) : args.quick ? 128 : 1024) * MiB;
 // Default: the library's (defaultMaxUnpaid: the pieces in 8 MiB).
 const maxUnpaid = args['max-unpaid'] === undefined ? undefined : Number(args['max-unpaid']);
-const rounds = Math.max(1, Number(args.rounds ?? 5));
+const rounds = Math.max(1, Number(args.rounds ?? 10));
 /**
  * Plain transfers run before the measured rounds and not counted (--warmup N, default 1). The first transfer of a
  * run pays for page-cache memory the machine has not touched yet: a system-wide perf profile put 2–2.5× more kernel
@@ -279,18 +279,19 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
       rmSync(dl, { recursive: true, force: true });
     }
     const median = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[a.length >> 1] : NaN);
+    const quartile = (a: number[], q: 1 | 3) => (a.length ? [...a].sort((x, y) => x - y)[Math.round(((a.length - 1) * q) / 4)] : NaN);
     const ons = [...pairOn.values()], offs = [...pairOff.values()];
     const pairs = [...pairOn].filter(([r]) => pairOff.has(r)).map(([r, on]) => 1 - on / pairOff.get(r)!);
-    log(`(a, processes) per-round overheads ${pairs.map((x) => x.toFixed(3)).join(', ')}; median ${median(pairs).toFixed(3)}`);
+    log(`(a, processes) per-round overheads ${pairs.map((x) => x.toFixed(3)).join(', ')}; median ${median(pairs).toFixed(3)} (quartiles ${quartile(pairs, 1).toFixed(3)}, ${quartile(pairs, 3).toFixed(3)})`);
     log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s; during the transfer off ${median(winOff).toFixed(2)} s, on ${median(winOn).toFixed(2)} s`);
-    return { on: median(ons), off: median(offs), pairsMedian: median(pairs), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff), cpuTransferOn: median(winOn), cpuTransferOff: median(winOff) };
+    return { on: median(ons), off: median(offs), pairsMedian: median(pairs), pairsQ1: quartile(pairs, 1), pairsQ3: quartile(pairs, 3), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff), cpuTransferOn: median(winOn), cpuTransferOff: median(winOff) };
   } finally {
     await srv.close();
     await ledger.close();
   }
 }
 
-interface PartA { on: number; off: number; pairsMedian?: number; paidOk: boolean; cpuOn?: number; cpuOff?: number; cpuTransferOn?: number; cpuTransferOff?: number }
+interface PartA { on: number; off: number; pairsMedian?: number; pairsQ1?: number; pairsQ3?: number; paidOk: boolean; cpuOn?: number; cpuOff?: number; cpuTransferOn?: number; cpuTransferOff?: number }
 
 async function partA(): Promise<{ procs?: PartA; inproc?: PartA }> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-speed-'));
@@ -403,6 +404,8 @@ console.log(
     overhead: r3(1 - procs.on / procs.off),
     // The median of the per-round (adjacent OFF/ON pair) overheads: less sensitive to the machine's drift.
     overhead_pairs_median: r3(procs.pairsMedian ?? NaN),
+    overhead_pairs_q1: r3(procs.pairsQ1 ?? NaN),
+    overhead_pairs_q3: r3(procs.pairsQ3 ?? NaN),
     cpu_off_s: r3(procs.cpuOff ?? NaN),
     cpu_on_s: r3(procs.cpuOn ?? NaN),
     cpu_transfer_off_s: r3(procs.cpuTransferOff ?? NaN),
