@@ -55,6 +55,8 @@ test('malformed input and bad flags: exit 1 with a message naming the problem, n
     ['seed of a nonexistent path', ['seed', join(dir, 'missing'), ...SAFE, '--no-resume'], /missing' does not exist/],
     ['--seed-ratio -1', ['download', good, '--seed', '--seed-ratio=-1', ...out], /--seed-ratio: expected a positive number/],
     ['--peer-port 70000', ['download', good, '--peer-port', '70000', '--host', '127.0.0.1', '--no-dht', '--no-resume'], /--peer-port: expected an integer/],
+    ['ledger verify of a missing database', ['ledger', 'verify', '--db', join(dir, 'typo.db')], /no ledger database at '.*typo\.db'/],
+    ['ledger info of a missing database', ['ledger', 'info', '--db', join(dir, 'typo2.db')], /no ledger database at '.*typo2\.db'/],
   ];
   // Two at a time: each is a separate node process.
   for (let i = 0; i < cases.length; i += 2) {
@@ -67,6 +69,9 @@ test('malformed input and bad flags: exit 1 with a message naming the problem, n
       assert.equal(r.stderr.trim().split('\n').length, 1, `${name}: a one-line message, got:\n${r.stderr}`);
     });
   }
+  // Checking a mistyped ledger path does not create an empty database there.
+  await assert.rejects(stat(join(dir, 'typo.db')), { code: 'ENOENT' });
+  await assert.rejects(stat(join(dir, 'typo2.db')), { code: 'ENOENT' });
   // --max-up 12Q fails before hashing/announcing anything.
   const q = await runCliToEnd(t, ['seed', join(dir, 'src'), '--max-up', '12Q', ...SAFE, '--no-resume'], 30_000);
   assert.equal(q.stdout, '', 'nothing created or printed before the flag error');

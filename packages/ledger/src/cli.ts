@@ -133,6 +133,11 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
     return cmd || v.help ? 0 : 2;
   }
   const db = v.db ?? 'ledger.db';
+  // verify and info read an existing ledger: a mistyped path must not create an empty database (SQLite would).
+  if ((cmd === 'verify' || cmd === 'info') && !/^postgres(ql)?:\/\//.test(db) && db !== ':memory:' && !existsSync(db)) {
+    console.error(`bitorrent ledger ${cmd}: no ledger database at '${db}' (create one with 'bitorrent ledger init --db ${db}')`);
+    return 1;
+  }
   if (cmd === 'verify') {
     const storage = await openStorage(db);
     try {
