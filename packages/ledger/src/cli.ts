@@ -139,7 +139,7 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
     return 1;
   }
   if (cmd === 'verify') {
-    const storage = await openStorage(db);
+    const storage = await openStorage(db, { readOnly: true }); // checking a journal never changes it
     try {
       await storage.init();
       const rep = await verifyJournal(storage);

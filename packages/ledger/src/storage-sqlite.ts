@@ -57,10 +57,14 @@ export class SqliteStorage implements LedgerStorage {
 
   constructor(
     readonly path: string,
-    /** threaded: writer thread (default for files); indexEveryRows: history index batch (tests; see sqlite-journal.mjs). */
-    readonly opts: { threaded?: boolean; indexEveryRows?: number } = {},
+    /**
+     * threaded: writer thread (default for files); indexEveryRows: history index batch (tests; see sqlite-journal.mjs);
+     * readOnly: an existing database, opened read-only for scan() and count() only (`ledger verify`: no schema
+     * creation or migration, no writer).
+     */
+    readonly opts: { threaded?: boolean; indexEveryRows?: number; readOnly?: boolean } = {},
   ) {
-    this.db = new Database(path);
+    this.db = opts.readOnly ? new Database(path, { readonly: true, fileMustExist: true }) : new Database(path);
   }
 
   private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<void> {
@@ -74,6 +78,7 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async init(): Promise<void> {
+    if (this.opts.readOnly) return;
     const threaded = this.opts.threaded ?? (this.path !== ':memory:' && this.path !== '');
     if (threaded) {
       const w = new Worker(new URL('./sqlite-writer.mjs', import.meta.url));
@@ -122,6 +127,7 @@ export class SqliteStorage implements LedgerStorage {
 
   /** Write to a temporary file, fsync, rename over the old snapshot (off the event loop: libuv's thread pool). */
   async saveSnapshot(data: Buffer): Promise<void> {
+    if (this.opts.readOnly) throw new Error('sqlite: storage opened read-only');
     const p = this.snapshotPath;
     if (!p) return;
     const tmp = `${p}.tmp`;
@@ -139,6 +145,7 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async append(rows: JournalRow[]): Promise<void> {
+    if (this.opts.readOnly) throw new Error('sqlite: storage opened read-only');
     const packed = packRows(rows);
     if (this.worker) {
       const ab = packed.buffer as ArrayBuffer; // allocUnsafeSlow: the whole ArrayBuffer, safe to transfer
@@ -150,6 +157,7 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async history(account: Buffer, limit: number, beforeSeq = Number.MAX_SAFE_INTEGER): Promise<JournalRow[]> {
+    if (this.opts.readOnly) throw new Error('sqlite: history is not available on a read-only storage');
     return (this.historyQuery.all({ a: account, b: beforeSeq, n: limit }) as Row[]).map(toRow);
   }
 

@@ -23,11 +23,15 @@ export interface LedgerStorage {
   close(): Promise<void>;
 }
 
-export async function openStorage(db: string): Promise<LedgerStorage> {
+/**
+ * A SQLite file path or a postgres:// URL. `readOnly` (SQLite): open an existing file for scan() and count() only,
+ * with no schema creation or migration (PostgreSQL's init() only creates what is missing).
+ */
+export async function openStorage(db: string, opts: { readOnly?: boolean } = {}): Promise<LedgerStorage> {
   if (/^postgres(ql)?:\/\//.test(db)) {
     const { PostgresStorage } = await import('./storage-pg.js');
     return new PostgresStorage(db);
   }
   const { SqliteStorage } = await import('./storage-sqlite.js');
-  return new SqliteStorage(db);
+  return new SqliteStorage(db, { readOnly: opts.readOnly });
 }

@@ -34,3 +34,35 @@ test('history: a journal written with the old per-row account indexes is migrate
   assert.equal(check.prepare(`SELECT v FROM journal_meta WHERE k = 'indexed'`).pluck().get(), 50);
   assert.equal(check.prepare('SELECT count(*) FROM account_history').pluck().get(), 75);
 });
+
+test('ledger verify opens the journal read-only: an old-format journal verifies and is left as it was (no migration)', async (t) => {
+  const { makeLedger } = await import('./helpers.js');
+  const { runLedgerCli } = await import('../src/cli.js');
+  const f = await makeLedger(t);
+  for (let i = 0; i < 5; i++) await f.ledger.transfer({ fromKeys: f.alice, to: f.bob.publicKey, amount: BigInt(i + 1) });
+  await f.ledger.close();
+  // Back to the layout before the deferred history index: per-row account indexes, no history tables.
+  const db = new Database(f.db);
+  db.exec(`DROP TABLE IF EXISTS account_history; DROP TABLE IF EXISTS journal_meta;
+    CREATE INDEX journal_a1 ON journal(a1, seq); CREATE INDEX journal_a2 ON journal(a2, seq);`);
+  const schema = () => db.prepare(`SELECT type, name FROM sqlite_master ORDER BY name`).all();
+  const before = schema();
+  const rows = db.prepare('SELECT count(*) FROM journal').pluck().get();
+  db.close();
+  const log = console.log, err = console.error;
+  const out: string[] = [];
+  console.log = (s: string) => void out.push(String(s));
+  console.error = (s: string) => void out.push(String(s));
+  let code: number | void;
+  try {
+    code = await runLedgerCli(['verify', '--db', f.db]);
+  } finally {
+    console.log = log;
+    console.error = err;
+  }
+  assert.equal(code, 0, out.join('\n'));
+  assert.equal(JSON.parse(out[0]!).entries, rows);
+  const after = new Database(f.db, { readonly: true });
+  t.after(() => after.close());
+  assert.deepEqual(after.prepare(`SELECT type, name FROM sqlite_master ORDER BY name`).all(), before);
+});
