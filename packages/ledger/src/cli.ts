@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { generateKeyPair, keyPairFromSeed, type KeyPair } from './keys.js';
 import { fromHex, formatBtt, parseBtt } from './codec.js';
 import { Ledger, type GenesisParams } from './ledger.js';
-import { openStorage } from './storage.js';
+import { openStorage, isPostgresUrl } from './storage.js';
 import { verifyJournal } from './verify.js';
 import { createLedgerServer } from './server.js';
 import { LedgerClient } from './client.js';
@@ -74,7 +74,7 @@ function intOpt(v: string | undefined, name: string, def: number, min: number, m
 
 function keyPathFor(db: string, key: string | undefined): string {
   if (key) return key;
-  if (/^postgres(ql)?:\/\//.test(db)) throw new Error('--key FILE is required with a PostgreSQL --db');
+  if (isPostgresUrl(db)) throw new Error('--key FILE is required with a PostgreSQL --db');
   return `${db}.key`;
 }
 
@@ -134,7 +134,7 @@ export async function runLedgerCli(argv: string[]): Promise<number | void> {
   }
   const db = v.db ?? 'ledger.db';
   // verify and info read an existing ledger: a mistyped path must not create an empty database (SQLite would).
-  if ((cmd === 'verify' || cmd === 'info') && !/^postgres(ql)?:\/\//.test(db) && db !== ':memory:' && !existsSync(db)) {
+  if ((cmd === 'verify' || cmd === 'info') && !isPostgresUrl(db) && db !== ':memory:' && !existsSync(db)) {
     console.error(`bitorrent ledger ${cmd}: no ledger database at '${db}' (create one with 'bitorrent ledger init --db ${db}')`);
     return 1;
   }

@@ -23,12 +23,17 @@ export interface LedgerStorage {
   close(): Promise<void>;
 }
 
+/** A `postgres://` or `postgresql://` URL (anything else is a SQLite file path). */
+export function isPostgresUrl(db: string): boolean {
+  return /^postgres(ql)?:\/\//.test(db);
+}
+
 /**
  * A SQLite file path or a postgres:// URL. `readOnly` (SQLite): open an existing file for scan() and count() only,
  * with no schema creation or migration (PostgreSQL's init() only creates what is missing).
  */
 export async function openStorage(db: string, opts: { readOnly?: boolean } = {}): Promise<LedgerStorage> {
-  if (/^postgres(ql)?:\/\//.test(db)) {
+  if (isPostgresUrl(db)) {
     const { PostgresStorage } = await import('./storage-pg.js');
     return new PostgresStorage(db);
   }

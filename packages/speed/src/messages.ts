@@ -253,14 +253,24 @@ export function encodeAnyMessage(m: SpeedMessage): Buffer {
 // integers, values out of range) goes to the general decoder, which accepts or rejects it as before. Property tests
 // hold both paths to the same bytes and values.
 
+// The layout's fixed parts, in key order (amount, channel, msg_type, [piece], seq, [sig]): written as text by the
+// encoder, compared as bytes by the decoder.
+const HEAD_TEXT = 'd6:amounti';
+const CHANNEL_KEY_TEXT = `7:channel${CHANNEL_ID_BYTES}:`;
+const MSG_TYPE_PAYMENT_TEXT = `8:msg_typei${MsgType.PAYMENT}e`;
+const MSG_TYPE_ACK_TEXT = `8:msg_typei${MsgType.ACK}e`;
+const PIECE_KEY_TEXT = '5:piecei';
+const SEQ_KEY_TEXT = '3:seqi';
+const SIG_KEY_TEXT = `3:sig${SIGNATURE_BYTES}:`;
+const latin1 = (s: string) => Buffer.from(s, 'latin1');
 const BYTE_e = 0x65;
-const PAYMENT_OR_ACK_HEAD = Buffer.from('d6:amounti', 'latin1');
-const CHANNEL_KEY = Buffer.from('7:channel32:', 'latin1');
-const MSG_TYPE_PAYMENT = Buffer.from(`8:msg_typei${MsgType.PAYMENT}e`, 'latin1');
-const MSG_TYPE_ACK = Buffer.from(`8:msg_typei${MsgType.ACK}e`, 'latin1');
-const PIECE_KEY = Buffer.from('5:piecei', 'latin1');
-const SEQ_KEY = Buffer.from('3:seqi', 'latin1');
-const SIG_KEY = Buffer.from('3:sig64:', 'latin1');
+const PAYMENT_OR_ACK_HEAD = latin1(HEAD_TEXT);
+const CHANNEL_KEY = latin1(CHANNEL_KEY_TEXT);
+const MSG_TYPE_PAYMENT = latin1(MSG_TYPE_PAYMENT_TEXT);
+const MSG_TYPE_ACK = latin1(MSG_TYPE_ACK_TEXT);
+const PIECE_KEY = latin1(PIECE_KEY_TEXT);
+const SEQ_KEY = latin1(SEQ_KEY_TEXT);
+const SIG_KEY = latin1(SIG_KEY_TEXT);
 
 function encodePaymentOrAck(m: PaymentMessage | AckMessage): Buffer {
   const payment = m.type === 'payment';
@@ -270,9 +280,8 @@ function encodePaymentOrAck(m: PaymentMessage | AckMessage): Buffer {
   const amount = checkInt(m.amount, payment ? 1n : 0n, U128_MAX, 'amount');
   const piece = payment ? checkInt(m.piece, 0n, U32_MAX, 'piece') : undefined;
   const sig = payment || m.sig !== undefined ? checkBytes(m.sig!, SIGNATURE_BYTES, 'sig') : undefined;
-  // Keys in byte order: amount, channel, msg_type, [piece], seq, [sig].
-  const head = `d6:amounti${amount}e7:channel32:`;
-  const mid = payment ? `8:msg_typei${MsgType.PAYMENT}e5:piecei${piece}e3:seqi${seq}e` : `8:msg_typei${MsgType.ACK}e3:seqi${seq}e`;
+  const head = `${HEAD_TEXT}${amount}e${CHANNEL_KEY_TEXT}`;
+  const mid = payment ? `${MSG_TYPE_PAYMENT_TEXT}${PIECE_KEY_TEXT}${piece}e${SEQ_KEY_TEXT}${seq}e` : `${MSG_TYPE_ACK_TEXT}${SEQ_KEY_TEXT}${seq}e`;
   const out = Buffer.allocUnsafe(head.length + CHANNEL_ID_BYTES + mid.length + (sig ? SIG_KEY.length + SIGNATURE_BYTES : 0) + 1);
   let o = out.write(head, 0, 'latin1');
   out.set(channel, o);
