@@ -1,8 +1,9 @@
 /**
  * Choking policy (BEP 3 "tit-for-tat"), pure and swappable.
  *
- * The session calls `rechoke()` every 10 s (and when a peer connects/leaves or changes interest) and
- * applies the returned set: every peer in `unchoke` is unchoked, every other peer is choked.
+ * The session calls `rechoke()` every 10 s, and sooner when a peer connects, leaves or changes interest (at once when
+ * an upload slot is free), and applies the returned set: every peer in `unchoke` is unchoked, every other peer is
+ * choked. So a policy must not count calls as time: the optimistic slot rotates on the clock (`now`).
  * BitTorrent Speed plugs a bidding policy in through the same `ChokerPolicy` interface.
  */
 import { defaultRandomInt, randomBelow, type RandomInt } from './picker.js';
@@ -44,13 +45,19 @@ export interface RechokeResult {
 
 export interface ChokerPolicy {
   rechoke(input: RechokeInput): RechokeResult;
+  /**
+   * May this peer, just interested while an upload slot is free, be unchoked at once (default yes)? A policy that
+   * prices its slots says no while the peer's price is still on its way (a Speed bid follows its `interested` by a
+   * round trip); the peer then waits for the coalesced rechoke, or for the rechoke its price triggers.
+   */
+  admitAtOnce?(peerId: string): boolean;
 }
 
 export interface StandardChokerOptions {
   /** Random integer in [0, n) (default Math.random based; `crypto.randomInt` fits). */
   rng?: RandomInt;
-  /** Rotate the optimistic unchoke every N rechokes (default 3: 30 s at 10 s rechokes). */
-  optimisticEvery?: number;
+  /** Rotate the optimistic unchoke after this long (ms of `now`; default 30 s, BEP 3's three 10 s rounds). */
+  optimisticIntervalMs?: number;
   /** Peers connected for less than this get `newPeerWeight`× the chance to be picked optimistically (default 60 s). */
   newPeerMs?: number;
   newPeerWeight?: number;
@@ -60,20 +67,21 @@ export interface StandardChokerOptions {
  * libtorrent/Transmission-like choker:
  *  - regular slots go to interested, non-snubbed peers ranked by the rate they give us (leeching) or by
  *    the rate we achieve to them (seeding, "fastest upload" seed mode), ties broken by longest since last unchoke;
- *  - one optimistic slot, rotated every `optimisticEvery` calls, chosen at random among interested peers not
+ *  - one optimistic slot, rotated every `optimisticIntervalMs`, chosen at random among interested peers not
  *    holding a regular slot, new peers weighted 3×; peers that have been waiting longest are not favoured beyond that.
  */
 export class StandardChoker implements ChokerPolicy {
   private rng: RandomInt;
-  private every: number;
+  private intervalMs: number;
   private newPeerMs: number;
   private newPeerWeight: number;
-  private calls = 0;
+  /** `now` when the optimistic slot last rotated (undefined: never). */
+  private rotatedAt: number | undefined;
   private optimistic: string | undefined;
 
   constructor(opts: StandardChokerOptions = {}) {
     this.rng = opts.rng ?? defaultRandomInt;
-    this.every = Math.max(1, opts.optimisticEvery ?? 3);
+    this.intervalMs = Math.max(0, opts.optimisticIntervalMs ?? 30_000);
     this.newPeerMs = opts.newPeerMs ?? 60_000;
     this.newPeerWeight = opts.newPeerWeight ?? 3;
   }
@@ -86,8 +94,8 @@ export class StandardChoker implements ChokerPolicy {
   rechoke(input: RechokeInput): RechokeResult {
     const { peers, now, seeding } = input;
     const slots = Math.max(0, Math.floor(input.slots));
-    const rotate = this.calls % this.every === 0;
-    this.calls++;
+    // A clock that went backwards (or a first call) rotates: never keep a pick for longer than the interval.
+    const rotate = this.rotatedAt === undefined || now - this.rotatedAt >= this.intervalMs || now < this.rotatedAt;
 
     // Regular slots. Seeds are not interested in us normally; if one is, it cannot reciprocate while we leech.
     const candidates = peers.filter((p) => p.interested && !p.snubbed && !(p.isSeed && !seeding));
@@ -110,6 +118,7 @@ export class StandardChoker implements ChokerPolicy {
     // Optimistic slot: keep the current one between rotations if it is still eligible.
     const eligible = (p: ChokerPeer) => p.interested && !unchoke.has(p.id) && !(p.isSeed && !seeding);
     const current = this.optimistic !== undefined ? peers.find((p) => p.id === this.optimistic) : undefined;
+    if (rotate) this.rotatedAt = now; // a fixed 30 s cadence (BEP 3); a replacement in between keeps it
     if (rotate || !current || !eligible(current)) {
       const pool = peers.filter(eligible);
       this.optimistic = undefined;

@@ -72,15 +72,17 @@ test('leeching ranks by download rate, seeding by upload rate', () => {
   assert.ok(!seed.unchoke.has('d'));
 });
 
-test('optimistic unchoke rotates every 3rd call and new peers get 3x the chance', () => {
+test('optimistic unchoke rotates every 30 s of the clock and new peers get 3x the chance', () => {
   const peers: ChokerPeer[] = [];
   for (let i = 0; i < 10; i++) peers.push({ id: `old${i}`, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: 0, unchoked: false });
-  for (let i = 0; i < 10; i++) peers.push({ id: `new${i}`, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: 990_000, unchoked: false });
+  for (let i = 0; i < 10; i++) peers.push({ id: `new${i}`, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: 0, unchoked: false });
   const c = new StandardChoker({ rng: seeded(7) });
   let newCount = 0, total = 0;
   let prev: string | undefined;
   for (let r = 0; r < 3000; r++) {
-    const res = c.rechoke({ peers, now: 1_000_000, seeding: false, slots: 0 });
+    const now = 1_000_000 + r * 10_000; // the 10 s rounds
+    for (const p of peers) if (p.id.startsWith('new')) p.connectedAt = now - 10_000; // always "new" (< 60 s)
+    const res = c.rechoke({ peers, now, seeding: false, slots: 0 });
     assert.equal(res.unchoke.size, 1);
     if (r % 3 !== 0) assert.equal(res.optimistic, prev, 'kept between rotations');
     else {
@@ -91,6 +93,18 @@ test('optimistic unchoke rotates every 3rd call and new peers get 3x the chance'
   }
   const share = newCount / total; // expected 30/40 = 0.75
   assert.ok(share > 0.68 && share < 0.82, `new-peer share ${share}`);
+});
+
+test('extra rechokes (interest changes, bids) do not rotate the optimistic slot: only the clock does', () => {
+  const peers: ChokerPeer[] = [];
+  for (let i = 0; i < 20; i++) peers.push({ id: `p${i}`, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: 0, unchoked: false });
+  const c = new StandardChoker({ rng: seeded(3) });
+  const first = c.rechoke({ peers, now: 100_000, seeding: false, slots: 0 }).optimistic;
+  for (let k = 1; k <= 500; k++) assert.equal(c.rechoke({ peers, now: 100_000 + k * 50, seeding: false, slots: 0 }).optimistic, first);
+  // 30 s after the pick, the next call draws again; over a few intervals the pick changes.
+  const later = new Set<string | undefined>();
+  for (let k = 1; k <= 10; k++) later.add(c.rechoke({ peers, now: 100_000 + k * 30_000, seeding: false, slots: 0 }).optimistic);
+  assert.ok(later.size > 1, 'rotated on the clock');
 });
 
 test('optimistic peer that leaves or loses interest is replaced immediately', () => {
@@ -110,7 +124,7 @@ test('accepts a Math.random-style rng (float in [0,1)) as well as a RandomInt', 
   for (let i = 0; i < 4; i++) peers.push({ id: `p${i}`, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: 0, unchoked: false });
   const floats = [0.1, 0.3, 0.6, 0.9];
   let k = 0;
-  const c = new StandardChoker({ rng: () => floats[k++ % 4], optimisticEvery: 1 });
+  const c = new StandardChoker({ rng: () => floats[k++ % 4], optimisticIntervalMs: 0 });
   const picked = floats.map(() => c.rechoke({ peers, now: 1e9, seeding: false, slots: 0 }).optimistic);
   assert.deepEqual(picked, ['p0', 'p1', 'p2', 'p3']);
 });

@@ -4,7 +4,7 @@ import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { Session, createTorrent, formatMagnet, type Torrent } from '../src/index.js';
+import { Session, StandardChoker, createTorrent, formatMagnet, type ChokerPolicy, type PeerWire, type Torrent } from '../src/index.js';
 import { VirtualClock } from '../src/clock.js';
 import { bytes } from './fixtures.js';
 
@@ -141,4 +141,42 @@ test('our own address (as trackers list it): dialled once, recognised by our pee
   }
   assert.equal(internals.candidates.size, 0);
   assert.equal(tor.stats().peers, 0);
+});
+
+test('a peer that becomes interested while an upload slot is free is unchoked at once; urgent rechokes run at most every 20 ms', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-admit-'));
+  const clock = new VirtualClock(1_000_000); // the seeder's: its coalesced (200 ms) and periodic rechokes never fire by themselves
+  const calls: number[] = [];
+  const standard = new StandardChoker();
+  const counting: ChokerPolicy = { rechoke: (input) => (calls.push(input.now), standard.rechoke(input)) };
+  const seeder = session({ clock, choker: () => counting });
+  const leecher = session();
+  t.after(async () => {
+    await seeder.close();
+    await leecher.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await seeder.listen();
+  await writeFile(join(dir, 'f.bin'), bytes(300_000, 5));
+  const { torrent } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 32768 });
+  const st = await seeder.add({ torrent, path: dir, seed: true });
+  await st.done;
+  const interested = new Promise<PeerWire>((resolve) => st.on('peer', (p: { wire: PeerWire }) => p.wire.once('interested', () => resolve(p.wire))));
+  const lt = await leecher.add({ torrent, path: join(dir, 'leech'), peers: [{ host: '127.0.0.1', port: seeder.port }] });
+  const wire = await interested;
+  assert.equal(wire.amChoking, true);
+  clock.advance(0); // no waiting: the rechoke is due now
+  assert.equal(wire.amChoking, false, 'unchoked without the 200 ms wait');
+  assert.equal(calls.length, 1);
+  await lt.done;
+  // Urgent requests every millisecond (a plugin's: e.g. a peer spamming Speed bids): the choker runs every 20 ms.
+  calls.length = 0;
+  for (let ms = 0; ms < 100; ms++) {
+    st.requestRechoke(true);
+    clock.advance(1);
+  }
+  assert.ok(calls.length >= 4 && calls.length <= 6, `${calls.length} rechokes in 100 ms`);
+  for (let i = 1; i < calls.length; i++) assert.ok(calls[i] - calls[i - 1] >= 20, `rechokes ${calls[i] - calls[i - 1]} ms apart`);
+  const got = await readFile(join(dir, 'leech', 'f.bin'));
+  assert.ok(got.equals(bytes(300_000, 5)));
 });

@@ -168,6 +168,8 @@ export interface AuctionChokerOptions {
    * bid responses to winners so they precede the unchoke on the wire.
    */
   onResult?: (r: AuctionResult) => void;
+  /** ChokerPolicy.admitAtOnce: false for a peer whose bid may still be on its way (default: the legacy's answer). */
+  admitAtOnce?: (peerId: string) => boolean;
 }
 
 /** The auction as the engine's pluggable choker policy. */
@@ -179,6 +181,10 @@ export class AuctionChoker implements ChokerPolicy {
 
   constructor(private readonly opts: AuctionChokerOptions) {
     this.rng = opts.rng ?? Math.random;
+  }
+
+  admitAtOnce(peerId: string): boolean {
+    return (this.opts.admitAtOnce?.(peerId) ?? true) && (this.opts.legacy.admitAtOnce?.(peerId) ?? true);
   }
 
   rechoke(input: RechokeInput): RechokeResult {

@@ -131,7 +131,7 @@ test('optimistic slot: bids only break ties among peers choked equally long, and
   const mk = (id: string, extra: Partial<AuctionPeer>): AuctionPeer => ({ id, interested: true, downloadRate: 0, uploadRate: 0, connectedAt: 0, unchoked: false, ...extra });
   // Regular slots 0: only the optimistic slot exists. Legacy picks `n1` (rng 0 → first in pool).
   const peers = [mk('n1', {}), mk('n2', { bid: 3n, funded: true }), mk('old', { lastUnchokedAt: 5, bid: 9n, funded: true })];
-  const legacy = new StandardChoker({ rng: () => 0, optimisticEvery: 3 });
+  const legacy = new StandardChoker({ rng: () => 0 });
   const r = runAuction({ peers, slots: 0, reservePrice: 0n, seeding: true, now: 1_000_000, legacy, rng: () => 0.5 });
   // n1 and n2 were never unchoked (tie); n2 bids, so it takes the slot. `old` (bid 9) waited a different time: no.
   assert.equal(r.optimistic, 'n2');
