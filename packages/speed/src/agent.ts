@@ -89,6 +89,8 @@ interface AgentPeer {
   retryOpenAt?: number;
   /** The provider could not check our channel on the ledger: tick() announces it again from this time. */
   reannounceAt?: number;
+  /** As its provider, we asked the ledger for its balance (on its first bid). */
+  fundsLookup?: boolean;
 }
 
 /** An already settled promise: the usual result of the payment paths (nothing to wait for). */
@@ -330,7 +332,8 @@ export class SpeedAgent extends EventEmitter {
       bidOf: (id) => {
         const p = this.peers.get(id);
         if (!p?.providerKey || p.ext.peerBid === 0n) return undefined;
-        return { bid: p.ext.peerBid, funded: true, banned: this.provider.isBanned(p.providerKey, this.o.now()) };
+        // Eligible while it has a channel, or funds on the ledger, or we do not know yet (the lookup is on its way).
+        return { bid: p.ext.peerBid, funded: this.provider.mayFund(p.providerKey) !== false, banned: this.provider.isBanned(p.providerKey, this.o.now()) };
       },
       onResult: (r) => this.onAuction(r),
       // A peer that speaks Speed (its handshake came) but has not bid yet: its BID follows its `interested` by about
@@ -408,6 +411,25 @@ export class SpeedAgent extends EventEmitter {
   onBlockUploaded(peerId: string, piece: number, bytes: number): void {
     const p = this.peers.get(peerId);
     if (p?.providerKey) this.provider.onBlockSent(p.providerKey, piece, bytes, this.o.now());
+  }
+
+  /**
+   * As provider, on a requester's first bid: read its balance on the ledger, so it can be served up to K pieces while
+   * it opens its first channel (ProviderPayments.canServe), and be left out of the auction if it has nothing. A failed
+   * lookup changes nothing: it is served once its channel is checked, as before.
+   */
+  private async lookupFunds(p: AgentPeer): Promise<void> {
+    p.fundsLookup = true;
+    let balance: bigint;
+    try {
+      balance = (await this.o.ledger.account(p.pk!)).balance;
+    } catch {
+      return;
+    }
+    if (this.peers.get(p.id) !== p) return;
+    this.provider.onRequesterFunds(p.providerKey!, balance);
+    if (balance > 0n) this.resume(p);
+    else this.torrent?.requestRechoke(true);
   }
 
   private async onChannel(p: AgentPeer, channelId: Buffer): Promise<void> {
@@ -584,6 +606,7 @@ export class SpeedAgent extends EventEmitter {
         // change who is unchoked or at what price: at once (core spaces urgent rechokes 20 ms apart). A peer unchoked
         // into a free slot just before its bid arrived is then priced within that spacing instead of getting 200 ms free.
         this.torrent?.requestRechoke(p.wire.peerInterested);
+        if (!p.fundsLookup && p.providerKey && p.pk) void this.lookupFunds(p);
         break;
       case 'channel':
         void this.onChannel(p, Buffer.from(m.channel));

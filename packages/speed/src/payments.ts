@@ -92,6 +92,10 @@ interface RequesterAccount {
   paidPieces: number;
   /** It told us it cannot reach the ledger (or our lookup for it failed): overdue payments are no strikes until then. */
   ledgerWaitUntil?: number;
+  /** Its account's free balance as we last read it on the ledger (undefined: not looked up). */
+  fundsSeen?: bigint;
+  /** A channel of its has been current: the balance we saw predates its deposits, so no more credit. */
+  hadChannel?: boolean;
 }
 
 export type ServeDecision =
@@ -236,11 +240,44 @@ export class ProviderPayments {
     if (a.price === 0n) return SERVE_FREE;
     if (a.suspended) return { ok: false, reason: 'suspended' };
     const ch = a.current !== undefined ? this.channels.get(a.current) : undefined;
-    if (!ch || ch.closing || ch.superseded) return { ok: false, reason: 'no_channel' };
+    if (!ch || ch.closing || ch.superseded) {
+      // Before its first channel, a requester whose account we saw on the ledger holding more than it owes us may take
+      // up to K pieces while it opens one (the whitepaper's flow: data after the unchoke, the channel opened meanwhile,
+      // a payment per verified piece): the channel's two ledger round trips are off the first bytes' path. Once it
+      // has had a channel, a closing or superseded one means waiting for the next (the balance we saw is stale).
+      if (a.hadChannel || !this.coveredByFunds(a, piece)) return { ok: false, reason: 'no_channel' };
+    }
     if (a.unpaid.length >= this.o.maxUnpaid && findPiece(a.unpaid, piece) === undefined) return { ok: false, reason: 'unpaid_limit' };
     // Called for every block served: one decision object per price, not one per call.
     if (a.serveOk?.price !== a.price) a.serveOk = { ok: true, price: a.price };
     return a.serveOk;
+  }
+
+  /** A new piece may start on credit only while what the requester owes is below the balance we saw. */
+  private coveredByFunds(a: RequesterAccount, piece: number): boolean {
+    if (a.fundsSeen === undefined) return false;
+    if (findPiece(a.unpaid, piece) !== undefined) return true;
+    let owed = 0n;
+    for (let i = 0; i < a.unpaid.length; i++) owed += a.unpaid[i].owed;
+    return owed < a.fundsSeen;
+  }
+
+  /**
+   * The ledger says this requester's account holds `balance` (outside its channels). Before its first channel it may
+   * then take paid pieces up to K, while it owes less than this (canServe); a balance of 0 makes it ineligible in the
+   * auction until it has a channel (mayFund).
+   */
+  onRequesterFunds(key: string, balance: bigint): void {
+    const a = this.accounts.get(key);
+    if (a && balance >= 0n) a.fundsSeen = balance;
+  }
+
+  /** Can this requester pay us: a channel, or funds seen on the ledger? undefined while we do not know. */
+  mayFund(key: string): boolean | undefined {
+    const a = this.accounts.get(key);
+    if (!a) return undefined;
+    if (a.current !== undefined || a.hadChannel) return true;
+    return a.fundsSeen === undefined ? undefined : a.fundsSeen > 0n;
   }
 
   /** We sent `bytes` of `piece`: charge them at the price in force. Call only after canServe said ok. */
@@ -327,6 +364,7 @@ export class ProviderPayments {
       if (old) old.superseded = true;
     }
     a.current = id;
+    a.hadChannel = true;
   }
 
   /** Accept (or not) a payment message. On success send back the returned ack. */
@@ -535,10 +573,11 @@ export class ProviderPayments {
   }
 
   /** Snapshot of one requester's account (tests, UI). */
-  account(key: string): { price: bigint; unpaidPieces: number; owed: bigint; strikes: number; suspended: boolean; earned: bigint; paidPieces: number; channel?: string } | undefined {
+  account(key: string): { price: bigint; unpaidPieces: number; owed: bigint; strikes: number; suspended: boolean; earned: bigint; paidPieces: number; channel?: string; fundsSeen?: bigint } | undefined {
     const a = this.accounts.get(key);
     if (!a) return undefined;
-    return { price: a.price, unpaidPieces: a.unpaid.length, owed: this.owed(a), strikes: a.strikes, suspended: a.suspended, earned: a.earned, paidPieces: a.paidPieces, channel: a.current };
+    const view = { price: a.price, unpaidPieces: a.unpaid.length, owed: this.owed(a), strikes: a.strikes, suspended: a.suspended, earned: a.earned, paidPieces: a.paidPieces, channel: a.current };
+    return a.fundsSeen === undefined ? view : { ...view, fundsSeen: a.fundsSeen };
   }
 
   /** Total accepted from every requester (base units). */
@@ -778,15 +817,21 @@ export class RequesterPayments {
     return { announce: { type: 'channel', channel: this.channel.id }, payments: this.flush() };
   }
 
-  /** Pay queued pieces that fit on the current channel (in order). */
+  /**
+   * Pay the queued pieces that fit on the current channel (in order) with one signed state, named after the newest
+   * of them: pieces verified while the channel was opening (a provider serves a funded requester before it) cost one
+   * signature together, not one each.
+   */
   flush(): PaymentMessage[] {
-    const out: PaymentMessage[] = [];
     const ch = this.channel;
-    while (ch && this.queue.length > 0 && ch.cumulative + this.queue[0].amount <= ch.deposit) {
+    let amount = 0n;
+    let piece = -1;
+    while (ch && this.queue.length > 0 && ch.cumulative + amount + this.queue[0].amount <= ch.deposit) {
       const q = this.queue.shift()!;
-      out.push(this.sign(q.piece, q.amount));
+      amount += q.amount;
+      piece = q.piece;
     }
-    return out;
+    return piece >= 0 ? [this.sign(piece, amount)] : [];
   }
 
   /**

@@ -92,8 +92,10 @@ async function checkLedger(s: Swarm, expected: bigint): Promise<void> {
 test('ledger down while the requester needs a new channel: it says so, retries, the transfer completes, balances exact', async (t) => {
   const s = await outageSwarm(t, 0x51);
   await s.bAgent.refreshBalance();
-  // Down right after the first payment: channel 1 still covers 2 pieces, then the bidder needs channel 2.
-  s.bAgent.once('paid', () => void s.svc.stop());
+  // Down once the seeder has accepted the first payment (so it checked channel 1): channel 1 still covers 2 pieces,
+  // then the bidder needs channel 2. (The bidder's first payment can go out before the seeder's check: the seeder
+  // serves a funded requester its first piece while that channel opens.)
+  s.sAgent.once('earned', () => void s.svc.stop());
   await s.warned('bidder', /opening a channel to .* failed \(will retry\): /, 'about the unreachable ledger');
   const stalledAt = s.bAgent.totalPaid();
   assert.ok(stalledAt > 0n && stalledAt <= RESERVE * BigInt(3 * PIECE), `paid ${stalledAt} while the ledger was down`);

@@ -156,6 +156,57 @@ test('channel announcements are checked against the ledger’s record', () => {
   assert.deepEqual(p.canServe(key, 0, now), { ok: false, reason: 'no_channel' });
 });
 
+test('before its first channel, a requester seen holding funds on the ledger gets up to K pieces on credit, never more than it can pay', () => {
+  const K = 3;
+  const price = 2n;
+  const { p, r, key } = setup({ K });
+  assert.deepEqual(r.onBidResponse(price, 5n), { ok: true });
+  p.setPrice(key, price);
+  // Not looked up yet: unknown, and nothing paid is served without a channel.
+  assert.equal(p.mayFund(key), undefined);
+  assert.deepEqual(p.canServe(key, 0, 0), { ok: false, reason: 'no_channel' });
+  p.onRequesterFunds(key, 10n ** 12n);
+  assert.equal(p.mayFund(key), true);
+  for (let i = 0; i < K; i++) assert.ok(servePiece(p, r, key, i, 0), `piece ${i} on credit`);
+  assert.deepEqual(p.canServe(key, K, 0), { ok: false, reason: 'unpaid_limit' });
+  // The requester verifies them with no channel yet: it owes, it cannot pay yet.
+  for (let i = 0; i < K; i++) {
+    p.onHave(key, i, 10);
+    assert.equal(r.onPieceVerified(i).type, 'need_channel');
+  }
+  // Its channel opens: one state pays all three; the provider checks the channel and accepts it; serving goes on.
+  const info = channel(10n ** 9n, 10 * HOUR);
+  const pays = openChannel(p, r, key, info, 20);
+  assert.ok(pays.length >= 1);
+  for (const m of pays) assert.ok(p.onPayment(key, decodeSpeedMessage(encodeSpeedMessage(m)) as PaymentMessage, 20).ok);
+  assert.equal(p.account(key)!.earned, price * BigInt(K * PIECE));
+  assert.equal(r.paid, p.account(key)!.earned);
+  assert.ok(servePiece(p, r, key, K, 30));
+  p.onHave(key, K, 40);
+  const payK = r.onPieceVerified(K);
+  assert.equal(payK.type, 'payment');
+  assert.ok(p.onPayment(key, (payK as { message: PaymentMessage }).message, 40).ok);
+  // Once it has had a channel, credit is over: a closing channel (here: near its expiry) means waiting for the next,
+  // whatever balance we saw before its deposits.
+  const closingAt = 10 * HOUR - 600_000;
+  p.tick(closingAt);
+  assert.deepEqual(p.canServe(key, K + 1, closingAt), { ok: false, reason: 'no_channel' });
+
+  // Funds for less than a piece: one piece on credit, not a second.
+  const poor = setup({ K });
+  poor.r.onBidResponse(price, 5n);
+  poor.p.setPrice(poor.key, price);
+  poor.p.onRequesterFunds(poor.key, price * BigInt(PIECE) - 1n);
+  assert.ok(servePiece(poor.p, poor.r, poor.key, 0, 0));
+  assert.deepEqual(poor.p.canServe(poor.key, 1, 0), { ok: false, reason: 'no_channel' });
+  // An empty account: nothing on credit, and not a funded bidder.
+  const empty = setup({ K });
+  empty.p.setPrice(empty.key, price);
+  empty.p.onRequesterFunds(empty.key, 0n);
+  assert.equal(empty.p.mayFund(empty.key), false);
+  assert.deepEqual(empty.p.canServe(empty.key, 0, 0), { ok: false, reason: 'no_channel' });
+});
+
 test('a requester that stops paying: provider loses ≤ K pieces, chokes it, then bans it; reconnects rejected', () => {
   for (const K of [1, 2, 3]) {
     const { p, r, key } = setup({ K });

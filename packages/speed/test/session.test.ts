@@ -92,6 +92,8 @@ test('one session, two torrents, each with its own Speed agent: both paid per pi
     while (seeders[i].provider.account(key)?.earned !== expected && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
     assert.equal(seeders[i].provider.account(key)?.earned, expected, `torrent ${i}: seeder earned`);
     assert.equal(leeches[i].totalPaid(), expected, `torrent ${i}: leecher paid`);
+    // On its first bid the seeder read the requester's balance on the ledger (what lets it serve before the channel).
+    assert.ok((seeders[i].provider.account(key)?.fundsSeen ?? 0n) > 0n, `torrent ${i}: requester's funds looked up`);
     // The other torrent's agent never saw this requester.
     assert.equal(seeders[1 - i].provider.account(key), undefined, `torrent ${i}: foreign agent involved`);
   }
