@@ -743,7 +743,8 @@ export class Torrent extends EventEmitter {
     // A peer that becomes interested while an upload slot is free is unchoked at once (libtorrent does the same), not
     // at the next coalesced rechoke: a 200 ms wait before the first byte (~0.1 s of a 1 GiB download on loopback).
     wire.on('interested', () => this.scheduleRechoke(peer.wire.amChoking && this.hasFreeUploadSlot() && (this.choker.admitAtOnce?.(peer.key) ?? true)));
-    wire.on('not-interested', () => this.scheduleRechoke());
+    // An unchoked peer that loses interest (or leaves, onPeerClose) frees its slot: a peer waiting for one gets it at once.
+    wire.on('not-interested', () => this.scheduleRechoke(!peer.wire.amChoking && this.hasPeerWaitingForSlot()));
     wire.on('allowed-fast', (index: number) => {
       if (peer.allowedFast.size < 64) peer.allowedFast.add(index);
       this.fillRequests(peer);
@@ -857,7 +858,7 @@ export class Torrent extends EventEmitter {
       }
     }
     this.emit('peer-closed', peer.key);
-    this.scheduleRechoke();
+    this.scheduleRechoke(!peer.wire.amChoking && this.hasPeerWaitingForSlot());
   }
 
   private releaseRequests(peer: Peer, keepAllowedFast: boolean): void {
@@ -1406,6 +1407,12 @@ export class Torrent extends EventEmitter {
    */
   requestRechoke(urgent = false): void {
     if (this.state !== 'closed') this.scheduleRechoke(urgent);
+  }
+
+  /** An interested peer we choke. */
+  private hasPeerWaitingForSlot(): boolean {
+    for (const peer of this.peers.values()) if (peer.wire.amChoking && peer.wire.peerInterested) return true;
+    return false;
   }
 
   /** Fewer peers unchoked than the regular slots plus the optimistic one. */

@@ -180,3 +180,41 @@ test('a peer that becomes interested while an upload slot is free is unchoked at
   const got = await readFile(join(dir, 'leech', 'f.bin'));
   assert.ok(got.equals(bytes(300_000, 5)));
 });
+
+test('a slot freed by a peer that leaves goes to a peer waiting for one at once, not at the coalesced rechoke', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'bt-slot-'));
+  const clock = new VirtualClock(2_000_000); // the seeder's: nothing happens on it unless the test advances it
+  const seeder = session({ clock });
+  const slow = session({ downloadRateLimit: 16 * 1024 }); // stays interested (unchoked) while the other one arrives
+  const waiting = session();
+  t.after(async () => {
+    await seeder.close();
+    await slow.close();
+    await waiting.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await seeder.listen();
+  await writeFile(join(dir, 'f.bin'), bytes(300_000, 6));
+  const { torrent } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 32768 });
+  // One slot: no regular slots, the optimistic one only.
+  const st = await seeder.add({ torrent, path: dir, seed: true, uploadSlots: 0 });
+  await st.done;
+  const interested: PeerWire[] = [];
+  let wake = (): void => {};
+  st.on('peer', (p: { wire: PeerWire }) => p.wire.once('interested', () => (interested.push(p.wire), wake())));
+  const nthInterested = (n: number) => new Promise<PeerWire>((resolve) => (wake = () => interested.length >= n && resolve(interested[n - 1]))());
+  await slow.add({ torrent, path: join(dir, 'slow'), peers: [{ host: '127.0.0.1', port: seeder.port }] });
+  const first = await nthInterested(1);
+  clock.advance(0);
+  assert.equal(first.amChoking, false, 'the first peer took the free slot');
+  const lt = await waiting.add({ torrent, path: join(dir, 'waiting'), peers: [{ host: '127.0.0.1', port: seeder.port }] });
+  const second = await nthInterested(2);
+  clock.advance(20);
+  assert.equal(second.amChoking, true, 'no free slot: it waits');
+  const closed = new Promise((resolve) => st.once('peer-closed', resolve));
+  await slow.close();
+  await closed;
+  clock.advance(20); // the urgent-rechoke spacing, not the 200 ms coalescing
+  assert.equal(second.amChoking, false, 'the freed slot went to the waiting peer');
+  await lt.done;
+});
