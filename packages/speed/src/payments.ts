@@ -137,7 +137,7 @@ function findPiece(list: UnpaidPiece[], piece: number): UnpaidPiece | undefined 
   return undefined;
 }
 
-/** One instance per provider identity (shared by all torrents on the same wallet). Keys are requester wallet keys. */
+/** One instance per SpeedAgent, i.e. per torrent: unpaid pieces are keyed by piece index alone. Keys are requester wallet keys. */
 export class ProviderPayments {
   readonly maxUnpaid: number;
   private readonly o: Required<Omit<ProviderPaymentsOptions, 'check'>>;
