@@ -603,8 +603,8 @@ export class SpeedAgent extends EventEmitter {
     switch (m.type) {
       case 'bid':
         // The extension keeps the latest bid; the auction reads it when the choker runs. From an interested peer it can
-        // change who is unchoked or at what price: at once (core spaces urgent rechokes 20 ms apart). A peer unchoked
-        // into a free slot just before its bid arrived is then priced within that spacing instead of getting 200 ms free.
+        // change who is unchoked or at what price: at once (core spaces urgent rechokes 20 ms apart). Until its first bid
+        // a Speed peer is not admitted into a free slot (admitAtOnce), so that bid is what gets it unchoked, priced.
         this.torrent?.requestRechoke(p.wire.peerInterested);
         if (!p.fundsLookup && p.providerKey && p.pk) void this.lookupFunds(p);
         break;

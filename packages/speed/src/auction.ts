@@ -168,7 +168,7 @@ export interface AuctionChokerOptions {
    * bid responses to winners so they precede the unchoke on the wire.
    */
   onResult?: (r: AuctionResult) => void;
-  /** ChokerPolicy.admitAtOnce: false for a peer whose bid may still be on its way (default: the legacy's answer). */
+  /** ChokerPolicy.admitAtOnce: false for a peer whose bid may still be on its way (default true; the legacy may also say no). */
   admitAtOnce?: (peerId: string) => boolean;
 }
 
