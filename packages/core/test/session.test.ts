@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -32,6 +32,26 @@ async function assertSameFiles(files: Map<string, Buffer>, dir: string, only?: S
 
 function session(extra: Partial<ConstructorParameters<typeof Session>[0]> = {}): Session {
   return new Session({ port: 0, host: '127.0.0.1', hasherWorkers: 1, ...extra });
+}
+
+/**
+ * A temp folder holding one file (`size` bytes of `bytes(size, fill)`, 32 KiB pieces), seeded by `sessions[0]` (which
+ * starts listening). After the test every session in `sessions` is closed, in order, and the folder removed.
+ */
+async function seedOneFile(t: TestContext, prefix: string, size: number, fill: number, sessions: Session[], add: { uploadSlots?: number } = {}) {
+  let dir: string | undefined;
+  t.after(async () => {
+    for (const s of sessions) await s.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  dir = await mkdtemp(join(tmpdir(), prefix));
+  const seeder = sessions[0];
+  await seeder.listen();
+  await writeFile(join(dir, 'f.bin'), bytes(size, fill));
+  const { torrent } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 32768 });
+  const tor = await seeder.add({ torrent, path: dir, seed: true, ...add });
+  await tor.done;
+  return { dir, torrent, tor };
 }
 
 test('two sessions: a multi-file torrent downloads byte for byte', async (t) => {
@@ -116,18 +136,9 @@ test('file selection: only the chosen file is downloaded and verified', async (t
 });
 
 test('our own address (as trackers list it): dialled once, recognised by our peer id, never dialled again', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'bt-self-'));
   const clock = new VirtualClock(1_000_000);
   const s = session({ clock });
-  t.after(async () => {
-    await s.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await s.listen();
-  await writeFile(join(dir, 'f.bin'), bytes(100_000, 9));
-  const { torrent } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 32768 });
-  const tor = await s.add({ torrent, path: dir, seed: true });
-  await tor.done;
+  const { tor } = await seedOneFile(t, 'bt-self-', 100_000, 9, [s]);
   const self = { host: '127.0.0.1', port: s.port };
   const closed = new Promise<void>((resolve) => tor.on('peer-closed', (key: string) => key === `127.0.0.1:${s.port}` && resolve()));
   tor.addPeer(self, 'tracker');
@@ -144,23 +155,13 @@ test('our own address (as trackers list it): dialled once, recognised by our pee
 });
 
 test('a peer that becomes interested while an upload slot is free is unchoked at once; urgent rechokes run at most every 20 ms', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'bt-admit-'));
   const clock = new VirtualClock(1_000_000); // the seeder's: its coalesced (200 ms) and periodic rechokes never fire by themselves
   const calls: number[] = [];
   const standard = new StandardChoker();
   const counting: ChokerPolicy = { rechoke: (input) => (calls.push(input.now), standard.rechoke(input)) };
   const seeder = session({ clock, choker: () => counting });
   const leecher = session();
-  t.after(async () => {
-    await seeder.close();
-    await leecher.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await seeder.listen();
-  await writeFile(join(dir, 'f.bin'), bytes(300_000, 5));
-  const { torrent } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 32768 });
-  const st = await seeder.add({ torrent, path: dir, seed: true });
-  await st.done;
+  const { dir, torrent, tor: st } = await seedOneFile(t, 'bt-admit-', 300_000, 5, [seeder, leecher]);
   const interested = new Promise<PeerWire>((resolve) => st.on('peer', (p: { wire: PeerWire }) => p.wire.once('interested', () => resolve(p.wire))));
   const lt = await leecher.add({ torrent, path: join(dir, 'leech'), peers: [{ host: '127.0.0.1', port: seeder.port }] });
   const wire = await interested;
@@ -182,23 +183,12 @@ test('a peer that becomes interested while an upload slot is free is unchoked at
 });
 
 test('a slot freed by a peer that leaves goes to a peer waiting for one at once, not at the coalesced rechoke', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'bt-slot-'));
   const clock = new VirtualClock(2_000_000); // the seeder's: nothing happens on it unless the test advances it
   const seeder = session({ clock });
   const slow = session({ downloadRateLimit: 16 * 1024 }); // stays interested (unchoked) while the other one arrives
   const waiting = session();
-  t.after(async () => {
-    await seeder.close();
-    await slow.close();
-    await waiting.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await seeder.listen();
-  await writeFile(join(dir, 'f.bin'), bytes(300_000, 6));
-  const { torrent } = await createTorrent({ path: join(dir, 'f.bin'), pieceLength: 32768 });
   // One slot: no regular slots, the optimistic one only.
-  const st = await seeder.add({ torrent, path: dir, seed: true, uploadSlots: 0 });
-  await st.done;
+  const { dir, torrent, tor: st } = await seedOneFile(t, 'bt-slot-', 300_000, 6, [seeder, slow, waiting], { uploadSlots: 0 });
   const interested: PeerWire[] = [];
   let wake = (): void => {};
   st.on('peer', (p: { wire: PeerWire }) => p.wire.once('interested', () => (interested.push(p.wire), wake())));

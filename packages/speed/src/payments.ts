@@ -256,10 +256,7 @@ export class ProviderPayments {
   /** A new piece may start on credit only while what the requester owes is below the balance we saw. */
   private coveredByFunds(a: RequesterAccount, piece: number): boolean {
     if (a.fundsSeen === undefined) return false;
-    if (findPiece(a.unpaid, piece) !== undefined) return true;
-    let owed = 0n;
-    for (let i = 0; i < a.unpaid.length; i++) owed += a.unpaid[i].owed;
-    return owed < a.fundsSeen;
+    return findPiece(a.unpaid, piece) !== undefined || this.owed(a) < a.fundsSeen;
   }
 
   /**
