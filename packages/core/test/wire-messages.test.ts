@@ -165,6 +165,35 @@ test('property: transientChunks — read into one reused buffer (scrambled after
   );
 });
 
+test('transientChunks: piece blocks that straddle reads are assembled in one reused buffer; without it each keeps its own', () => {
+  const blocks = [Buffer.alloc(16384, 0xa1), Buffer.alloc(16384, 0xb2), Buffer.alloc(16384, 0xc3)];
+  const stream = Buffer.concat(blocks.map((b, i) => encodePiece(i, 0, b)));
+  // 5000-byte reads: every block straddles at least one read boundary.
+  const reads: Buffer[] = [];
+  for (let off = 0; off < stream.length; off += 5000) reads.push(stream.subarray(off, off + 5000));
+  for (const transientChunks of [true, false]) {
+    const p = new MessageParser({ transientChunks });
+    const got: { view: Buffer; bytesAtSink: Buffer }[] = [];
+    for (const r of reads) {
+      assert.equal(
+        p.feed(Buffer.from(r), (m) => {
+          if (m.type === 'piece') got.push({ view: m.block, bytesAtSink: Buffer.from(m.block) });
+        }),
+        null,
+      );
+    }
+    assert.equal(got.length, 3);
+    got.forEach((g, i) => assert.ok(g.bytesAtSink.equals(blocks[i]), `block ${i} at the sink (transient ${transientChunks})`));
+    const memory = new Set(got.map((g) => g.view.buffer));
+    if (transientChunks) {
+      assert.equal(memory.size, 1, 'one assembly buffer for every straddling block');
+    } else {
+      assert.equal(memory.size, 3);
+      got.forEach((g, i) => assert.ok(g.view.equals(blocks[i]), `block ${i} kept after parsing`));
+    }
+  }
+});
+
 test('property: byte-at-a-time parsing equals whole-buffer parsing', () => {
   fc.assert(
     fc.property(fc.array(messageArb, { maxLength: 8 }), (msgs) => {
