@@ -17,6 +17,7 @@ import { ResumeStore } from './storage/index.js';
 import { TokenBucket } from './rate-limit.js';
 import { UdpTrackerClient } from './tracker-client/index.js';
 import { PeerWire } from './wire/peer-wire.js';
+import { readIntoOwnBuffer, SOCKET_READ_BUFFER } from './wire/socket-read.js';
 import { mseRespond, mseTorrentKey, isPlaintextHandshake, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import type { Duplex } from 'node:stream';
 import type { WireExtensionFactory } from './wire/extensions.js';
@@ -170,7 +171,8 @@ export class Session extends EventEmitter {
     socket.setNoDelay(true);
     const policy = this.opts.encryption ?? 'enabled';
     if (policy === 'disabled') {
-      this.acceptWire(socket, socket, host, port);
+      socket.pause();
+      this.acceptPlaintext(socket, [], host, port);
       return;
     }
     // A plaintext handshake starts with 19 'BitTorrent protocol'; anything else is an MSE key exchange.
@@ -184,8 +186,7 @@ export class Session extends EventEmitter {
       this.clock.clearTimeout(classifyTimeout);
       if (isPlaintextHandshake(first)) {
         if (policy === 'required') return void socket.destroy();
-        socket.unshift(first);
-        this.acceptWire(socket, socket, host, port);
+        this.acceptPlaintext(socket, [first], host, port);
         return;
       }
       this.handshaking++;
@@ -205,10 +206,34 @@ export class Session extends EventEmitter {
     socket.on('data', onFirstBytes);
   }
 
+  /**
+   * A plaintext incoming connection, paused, whose first bytes (`consumed`) were already read. It reads into one
+   * buffer of ours from here on, as outgoing connections do (see readIntoOwnBuffer); else through 'data' as before.
+   */
+  private acceptPlaintext(socket: Socket, consumed: Buffer[], host: string, port: number): void {
+    // What the socket buffered past those bytes before it paused: later reads bypass that buffer, so take it now.
+    const pending = [...consumed];
+    for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) pending.push(c);
+    let wire: PeerWire | undefined;
+    const own = readIntoOwnBuffer(socket, Buffer.allocUnsafe(SOCKET_READ_BUFFER), (n, buf) => {
+      wire?.ingest(buf.subarray(0, n));
+      return true; // pausing goes through socket.pause() (PeerWire.pauseReading)
+    });
+    if (!own) {
+      for (let i = pending.length - 1; i >= 0; i--) socket.unshift(pending[i]);
+      this.acceptWire(socket, socket, host, port);
+      return;
+    }
+    wire = this.acceptWire(socket, socket, host, port, true);
+    // Synchronously, before the socket's next read can reach the callback: the stream stays in order.
+    for (const c of pending) wire.ingest(c);
+  }
+
   /** An incoming connection whose BitTorrent stream (plaintext or decrypted) is `stream`. */
-  private acceptWire(stream: Duplex, socket: Socket, host: string, port: number): void {
+  private acceptWire(stream: Duplex, socket: Socket, host: string, port: number, transientChunks = false): PeerWire {
     const wire = new PeerWire(stream, {
       peerId: this.peerId,
+      transientChunks,
       reserved: { extended: true, fast: true, dht: !!this.opts.dht },
       listenPort: this.listenPort,
       clientName: CLIENT_NAME,
@@ -233,6 +258,7 @@ export class Session extends EventEmitter {
       // The remote port of an incoming connection is ephemeral; key it by it anyway (unique per connection).
       torrent.attachWire(wire, { host, port }, false);
     });
+    return wire;
   }
 
   /** Add a torrent and start it. Resolves once it is registered (data checking continues in the background). */

@@ -23,6 +23,7 @@ import { Announcer } from './tracker-client/index.js';
 import type { UdpTrackerClient } from './tracker-client/index.js';
 import { WebSeed, type WebSeedHost } from './webseed.js';
 import { mseInitiate, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
+import { SOCKET_READ_BUFFER } from './wire/socket-read.js';
 import { PeerWire } from './wire/peer-wire.js';
 import type { WireExtensionFactory } from './wire/extensions.js';
 import { utMetadata, type UtMetadataExtension } from './wire/ut-metadata.js';
@@ -34,7 +35,6 @@ const MAX_SERVED_BLOCK = 128 * 1024;
 /** Requests a peer may queue with us (advertised as reqq, BEP 10); beyond that they are rejected. */
 export const MAX_PEER_REQUEST_QUEUE = 500;
 /** Read buffer of each outgoing plaintext connection (reused for every read; see connectTo). */
-const SOCKET_READ_BUFFER = 64 * 1024;
 /** Magnet links: peers asked for the info dictionary at once, how long one may go without sending a piece, and how long a peer that failed is left alone. */
 const METADATA_FETCHERS = 3;
 const METADATA_STALL_MS = 20_000;

@@ -73,6 +73,34 @@ test('two sessions: a multi-file torrent downloads byte for byte', async (t) => 
   assert.ok(s.downloaded >= s.totalBytes, 'downloaded at least the payload');
 });
 
+for (const encryption of ['enabled', 'disabled'] as const) {
+  test(`a download that arrives over the leecher's incoming connection (the seeder dials; listener encryption ${encryption}) is byte for byte`, async (t) => {
+    // The leecher's side reads into its own buffer once the first bytes show a plaintext handshake (readIntoOwnBuffer):
+    // the sniffed bytes, whatever the socket buffered meanwhile, and every later read must reach the wire in order.
+    const dir = await mkdtemp(join(tmpdir(), 'bt-sess-in-'));
+    const data = bytes(3 * 1024 * 1024 + 12_345, 11);
+    await mkdir(join(dir, 'seed'), { recursive: true });
+    await writeFile(join(dir, 'seed', 'big.bin'), data);
+    const { torrent } = await createTorrent({ path: join(dir, 'seed', 'big.bin'), pieceLength: 65536 });
+    const seeder = session();
+    const leecher = session({ encryption });
+    t.after(async () => { await seeder.close(); await leecher.close(); await rm(dir, { recursive: true, force: true }); });
+    await seeder.listen();
+    await leecher.listen();
+    const lt = await leecher.add({ torrent, path: join(dir, 'leech') });
+    // Who the data came from, seen at the first verified piece (two seeds drop their connection at the end).
+    let directions: boolean[] | undefined;
+    lt.once('piece', () => (directions = lt.peerList().map((p) => p.outgoing)));
+    await seeder.add({ torrent, path: join(dir, 'seed'), peers: [{ host: '127.0.0.1', port: leecher.port }] });
+    await lt.done;
+    const got = await readFile(join(dir, 'leech', 'big.bin'));
+    assert.ok(got.equals(data));
+    assert.equal(lt.stats().hashFailures, 0);
+    // The leecher's only peer connection is the one the seeder opened.
+    assert.deepEqual(directions, [false]);
+  });
+}
+
 test('a magnet link (metadata over BEP 9) downloads, and the seeder finds the leecher by incoming connection', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'bt-sess-'));
   const files = await makePayload(join(dir, 'seed'));
