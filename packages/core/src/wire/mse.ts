@@ -289,12 +289,22 @@ function payloadStream(socket: Socket, method: number, encrypt: Rc4, decrypt: Rc
   return new Rc4Stream(socket, encrypt, decrypt, plainPrefix?.length ? Buffer.concat([plainPrefix, decrypt.update(rest)]) : decrypt.update(rest));
 }
 
+/** Bytes of spare ciphertext buffers an Rc4Stream keeps for reuse. */
+const CIPHER_POOL_BYTES = 4 * 1024 * 1024;
+/** Smallest ciphertext buffer: small writes share one size, so they reuse each other's buffers. */
+const CIPHER_BUFFER_MIN = 64 * 1024;
+
 /**
- * The socket seen through RC4. Writes are encrypted into fresh buffers (callers' block buffers are shared
+ * The socket seen through RC4. Writes are encrypted into buffers of ours (callers' block buffers are shared
  * read-cache memory and must not be touched) and handed to the socket at once; backpressure is the socket's:
  * writableLength and 'drain' are passed through, so PeerWire paces itself exactly as on a plain socket.
+ * A ciphertext buffer is reused once the socket has written it out (its write callback): a new one per write was
+ * ~1 GiB of short-lived external memory per GiB uploaded, and the old-generation collections it set off.
  */
 export class Rc4Stream extends Duplex {
+  /** Ciphertext buffers the socket has finished with, largest last. */
+  private readonly spare: Buffer[] = [];
+  private spareBytes = 0;
   constructor(
     private readonly socket: Socket,
     private readonly encrypt: Rc4,
@@ -331,20 +341,45 @@ export class Rc4Stream extends Duplex {
     this.socket.resume();
   }
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.socket.write(this.encrypt.update(chunk));
+    const buf = this.cipherBuffer(chunk.length);
+    this.encrypt.update(chunk, buf);
+    this.send(buf, chunk.length);
     cb();
   }
   override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     let n = 0;
     for (const c of chunks) n += c.chunk.length;
-    const out = Buffer.allocUnsafe(n);
+    const buf = this.cipherBuffer(n);
     let at = 0;
     for (const c of chunks) {
-      this.encrypt.update(c.chunk, out.subarray(at, at + c.chunk.length));
+      this.encrypt.update(c.chunk, buf.subarray(at, at + c.chunk.length));
       at += c.chunk.length;
     }
-    this.socket.write(out);
+    this.send(buf, n);
     cb();
+  }
+  /** A buffer of at least `n` bytes: a spare one if one is big enough, else a new one. */
+  private cipherBuffer(n: number): Buffer {
+    const spare = this.spare;
+    for (let i = 0; i < spare.length; i++) {
+      if (spare[i].length >= n) {
+        const b = spare[i];
+        spare.splice(i, 1);
+        this.spareBytes -= b.length;
+        return b;
+      }
+    }
+    return Buffer.allocUnsafe(Math.max(n, CIPHER_BUFFER_MIN));
+  }
+  /** Write the first `n` bytes of `buf`; it becomes spare once the socket is done with it. */
+  private send(buf: Buffer, n: number): void {
+    this.socket.write(buf.subarray(0, n), () => {
+      if (this.spareBytes + buf.length > CIPHER_POOL_BYTES) return;
+      let i = 0;
+      while (i < this.spare.length && this.spare[i].length < buf.length) i++;
+      this.spare.splice(i, 0, buf);
+      this.spareBytes += buf.length;
+    });
   }
   override _final(cb: (err?: Error | null) => void): void {
     this.socket.end();
