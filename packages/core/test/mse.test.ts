@@ -5,6 +5,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { createServer, createConnection, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
@@ -52,6 +53,50 @@ test('RC4 drops 1024 keystream bytes and is its own inverse', () => {
   const manual = new Rc4(key, 0);
   manual.update(Buffer.alloc(1024));
   assert.deepEqual(manual.update(data.subarray(0, 100)), enc.subarray(0, 100));
+});
+
+/** RC4 a byte at a time, straight from the definition: the reference for Rc4's 32-bit word path. */
+function referenceRc4(key: Uint8Array, data: Uint8Array, drop: number): Buffer {
+  const s = Array.from({ length: 256 }, (_, i) => i);
+  for (let i = 0, j = 0; i < 256; i++) {
+    j = (j + s[i] + key[i % key.length]) & 0xff;
+    [s[i], s[j]] = [s[j], s[i]];
+  }
+  const out = Buffer.alloc(data.length);
+  for (let n = -drop, i = 0, j = 0; n < data.length; n++) {
+    i = (i + 1) & 0xff;
+    j = (j + s[i]) & 0xff;
+    [s[i], s[j]] = [s[j], s[i]];
+    if (n >= 0) out[n] = data[n] ^ s[(s[i] + s[j]) & 0xff];
+  }
+  return out;
+}
+
+test('property: RC4 over any split of the stream, at any buffer alignment, in place or not, equals the byte-at-a-time definition', () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 1, maxLength: 32 }),
+      fc.uint8Array({ maxLength: 2000 }),
+      fc.array(fc.nat(2000), { maxLength: 6 }),
+      fc.nat(7),
+      fc.boolean(),
+      (key, data, cuts, shift, inPlace) => {
+        const rc4 = new Rc4(key);
+        const bounds = [...new Set([0, ...cuts.map((c) => c % (data.length + 1)), data.length])].sort((a, b) => a - b);
+        const got: Buffer[] = [];
+        for (let b = 0; b + 1 < bounds.length; b++) {
+          // Copy the piece at `shift` bytes into a larger buffer, so views start at every alignment.
+          const len = bounds[b + 1] - bounds[b];
+          const backing = Buffer.alloc(len + 8);
+          const view = backing.subarray(shift, shift + len);
+          Buffer.from(data.subarray(bounds[b], bounds[b + 1])).copy(view);
+          got.push(Buffer.from(inPlace ? rc4.update(view, view) : rc4.update(view)));
+        }
+        assert.deepEqual(Buffer.concat(got), referenceRc4(key, data, 1024));
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
 
 for (const [name, provide, allow, expected] of [
