@@ -52,54 +52,29 @@ export class Rc4 {
     if (drop > 0) this.update(Buffer.alloc(drop));
   }
   /**
-   * XOR `data` with the keystream into `out` (a new buffer by default; may be `data` itself). Where both are 4-byte
-   * aligned, four keystream bytes are XORed as one 32-bit word: ~1.5× the throughput of a byte at a time (230–330 →
-   * 380–480 MB/s on this machine's one core).
+   * XOR `data` with the keystream into `out` (a new buffer by default; may be `data` itself). Where the two are equally
+   * aligned, four keystream bytes are XORed as one 32-bit word between a few single bytes at either end: ~1.5× the
+   * throughput of a byte at a time (230–330 → 380–480 MB/s on this machine's one core).
    */
   update(data: Uint8Array, out: Buffer = Buffer.allocUnsafe(data.length)): Buffer {
+    const n = data.length;
+    let k = 0;
+    if (LITTLE_ENDIAN && n >= 64 && ((data.byteOffset - out.byteOffset) & 3) === 0) {
+      const lead = (4 - (out.byteOffset & 3)) & 3;
+      this.xorBytes(data, out, 0, lead);
+      const words = (n - lead) >> 2;
+      this.xorWords(new Int32Array(data.buffer, data.byteOffset + lead, words), new Int32Array(out.buffer, out.byteOffset + lead, words));
+      k = lead + (words << 2);
+    }
+    this.xorBytes(data, out, k, n);
+    return out;
+  }
+
+  private xorBytes(data: Uint8Array, out: Uint8Array, from: number, to: number): void {
     const s = this.s;
     let i = this.i;
     let j = this.j;
-    const n = data.length;
-    let k = 0;
-    if (LITTLE_ENDIAN && n >= 64 && (data.byteOffset & 3) === 0 && (out.byteOffset & 3) === 0) {
-      const words = n >> 2;
-      const d32 = new Int32Array(data.buffer, data.byteOffset, words);
-      const o32 = new Int32Array(out.buffer, out.byteOffset, words);
-      for (let w = 0; w < words; w++) {
-        i = (i + 1) & 0xff;
-        let si = s[i];
-        j = (j + si) & 0xff;
-        let sj = s[j];
-        s[i] = sj;
-        s[j] = si;
-        let ks = s[(si + sj) & 0xff];
-        i = (i + 1) & 0xff;
-        si = s[i];
-        j = (j + si) & 0xff;
-        sj = s[j];
-        s[i] = sj;
-        s[j] = si;
-        ks |= s[(si + sj) & 0xff] << 8;
-        i = (i + 1) & 0xff;
-        si = s[i];
-        j = (j + si) & 0xff;
-        sj = s[j];
-        s[i] = sj;
-        s[j] = si;
-        ks |= s[(si + sj) & 0xff] << 16;
-        i = (i + 1) & 0xff;
-        si = s[i];
-        j = (j + si) & 0xff;
-        sj = s[j];
-        s[i] = sj;
-        s[j] = si;
-        ks |= s[(si + sj) & 0xff] << 24;
-        o32[w] = d32[w] ^ ks;
-      }
-      k = words << 2;
-    }
-    for (; k < n; k++) {
+    for (let k = from; k < to; k++) {
       i = (i + 1) & 0xff;
       const si = s[i];
       j = (j + si) & 0xff;
@@ -110,7 +85,46 @@ export class Rc4 {
     }
     this.i = i;
     this.j = j;
-    return out;
+  }
+
+  /** Four keystream bytes per word, the first in the lowest bits (the first byte in memory on little-endian hosts). */
+  private xorWords(d32: Int32Array, o32: Int32Array): void {
+    const s = this.s;
+    let i = this.i;
+    let j = this.j;
+    for (let w = 0; w < d32.length; w++) {
+      i = (i + 1) & 0xff;
+      let si = s[i];
+      j = (j + si) & 0xff;
+      let sj = s[j];
+      s[i] = sj;
+      s[j] = si;
+      let ks = s[(si + sj) & 0xff];
+      i = (i + 1) & 0xff;
+      si = s[i];
+      j = (j + si) & 0xff;
+      sj = s[j];
+      s[i] = sj;
+      s[j] = si;
+      ks |= s[(si + sj) & 0xff] << 8;
+      i = (i + 1) & 0xff;
+      si = s[i];
+      j = (j + si) & 0xff;
+      sj = s[j];
+      s[i] = sj;
+      s[j] = si;
+      ks |= s[(si + sj) & 0xff] << 16;
+      i = (i + 1) & 0xff;
+      si = s[i];
+      j = (j + si) & 0xff;
+      sj = s[j];
+      s[i] = sj;
+      s[j] = si;
+      ks |= s[(si + sj) & 0xff] << 24;
+      o32[w] = d32[w] ^ ks;
+    }
+    this.i = i;
+    this.j = j;
   }
 }
 
@@ -397,11 +411,12 @@ export class Rc4Stream extends Duplex {
     let n = 0;
     for (const c of chunks) n += c.chunk.length;
     const buf = this.cipherBuffer(n);
+    // Gather first, then encrypt the whole run in place: one aligned run for RC4's word path (a 13-byte message
+    // header before each block would leave the blocks unaligned). The copy costs far less than the cipher.
     let at = 0;
-    for (const c of chunks) {
-      this.encrypt.update(c.chunk, buf.subarray(at, at + c.chunk.length));
-      at += c.chunk.length;
-    }
+    for (const c of chunks) at += c.chunk.copy(buf, at);
+    const run = buf.subarray(0, n);
+    this.encrypt.update(run, run);
     this.send(buf, n);
     cb();
   }
