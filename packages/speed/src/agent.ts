@@ -113,6 +113,30 @@ function defaultPeerId(wire: PeerWire): string {
   return host.includes(':') ? `[${host}]:${wire.remotePort}` : `${host}:${wire.remotePort}`;
 }
 
+/**
+ * The UploadGate core consults on its hot paths (per piece sent, per block received). A class rather than an object of
+ * closures made per agent: every agent's gate then has the same methods, so core's call sites stay monomorphic in a
+ * process running many torrents (with new closures per torrent, V8 recompiled those paths for each one).
+ */
+class AgentUploadGate implements UploadGate {
+  constructor(private readonly agent: SpeedAgent) {}
+  mayUpload(peerKey: string, piece: number): boolean {
+    return this.agent.mayUpload(peerKey, piece);
+  }
+  onBlockUploaded(peerKey: string, piece: number, bytes: number): void {
+    this.agent.onBlockUploaded(peerKey, piece, bytes);
+  }
+  onBlockReceived(peerKey: string, piece: number, bytes: number): void {
+    this.agent.onBlockReceived(peerKey, piece, bytes);
+  }
+  maxRequestPieces(peerKey: string, rate: number): number | undefined {
+    return this.agent.maxRequestPieces(peerKey, rate);
+  }
+  uploadPriority(peerKey: string): Priority {
+    return this.agent.uploadPriority(peerKey);
+  }
+}
+
 export class SpeedAgent extends EventEmitter {
   readonly provider: ProviderPayments;
   readonly bidder: AutoBidder;
@@ -175,18 +199,21 @@ export class SpeedAgent extends EventEmitter {
     return Math.min((p.providerK ?? 1) + 1, bySpeed);
   }
 
-  /** The torrent's UploadGate: holds a Speed requester's requests while it is at its unpaid-piece limit (K). */
+  /**
+   * The torrent's UploadGate: holds a Speed requester's requests while it is at its unpaid-piece limit (K). It is a
+   * class instance whose methods live on its prototype: to wrap it, delegate or inherit (`Object.create`); a spread
+   * (`{ ...gate }`) copies none of them.
+   */
   uploadGate(): UploadGate {
     // Blocks received are then charged through the gate (one call from core's own block handler) instead of a second
     // 'piece' listener on every wire: on the download's hot path a second listener makes each emit copy its list.
     this.blocksViaGate = true;
-    return {
-      onBlockReceived: (peerKey, piece, bytes) => this.peers.get(peerKey)?.req?.onBlock(piece, bytes),
-      mayUpload: (peerKey, piece) => this.mayUpload(peerKey, piece),
-      onBlockUploaded: (peerKey, piece, bytes) => this.onBlockUploaded(peerKey, piece, bytes),
-      maxRequestPieces: (peerKey, rate) => this.maxRequestPieces(peerKey, rate),
-      uploadPriority: (peerKey) => this.uploadPriority(peerKey),
-    };
+    return new AgentUploadGate(this);
+  }
+
+  /** A block of `piece` arrived from this peer: counted toward what we owe it if it charges us (see uploadGate). */
+  onBlockReceived(peerKey: string, piece: number, bytes: number): void {
+    this.peers.get(peerKey)?.req?.onBlock(piece, bytes);
   }
 
   /** Paid slots go first under an upload limit ("prioritized access to seeds"); free slots keep NORMAL_SHARE. */

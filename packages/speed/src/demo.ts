@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Session, createTorrent, type Torrent } from '@bitorrent/core';
+import { Session, createTorrent, type Torrent, type UploadGate } from '@bitorrent/core';
 import { Ledger, generateKeyPair, formatBtt, BTT, type KeyPair } from '@bitorrent/ledger';
 import { SpeedAgent } from './agent.js';
 
@@ -154,19 +154,20 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     const idOfKey = new Map<string, string>();
     const seedOpts = seeder.agent!.torrentOptions();
     const gate = seedOpts.uploadGate!;
-    seedOpts.uploadGate = {
-      ...gate,
-      onBlockUploaded: (k, piece, n) => {
-        gate.onBlockUploaded?.(k, piece, n);
-        let id = idOfKey.get(k);
-        if (id === undefined) {
-          id = seeder.torrent?.peerList().find((x) => x.key === k)?.wire.remotePeerId?.toString('hex');
-          if (id === undefined) return;
-          idOfKey.set(k, id);
-        }
-        fromSeeder.set(id, (fromSeeder.get(id) ?? 0) + n);
-      },
+    // The agent's gate is a class instance (its methods are on the prototype, not own properties): inherit from it
+    // and override one method, rather than spreading it.
+    const counting = Object.create(gate) as UploadGate;
+    counting.onBlockUploaded = (k, piece, n) => {
+      gate.onBlockUploaded?.(k, piece, n);
+      let id = idOfKey.get(k);
+      if (id === undefined) {
+        id = seeder.torrent?.peerList().find((x) => x.key === k)?.wire.remotePeerId?.toString('hex');
+        if (id === undefined) return;
+        idOfKey.set(k, id);
+      }
+      fromSeeder.set(id, (fromSeeder.get(id) ?? 0) + n);
     };
+    seedOpts.uploadGate = counting;
     seeder.torrent = await seeder.session.add({ ...seedOpts, torrent, path: dataDir, skipHashCheck: true, uploadSlots: slots });
     seeder.agent!.attach(seeder.torrent);
     for (let i = 0; i < nB; i++) peers.push(await mk(`bidder${i + 1}`, 'bidder'));
