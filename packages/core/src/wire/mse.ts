@@ -403,8 +403,9 @@ export class Rc4Stream extends Duplex {
   }
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     const buf = this.cipherBuffer(chunk.length);
-    this.encrypt.update(chunk, buf);
-    this.send(buf, chunk.length);
+    const run = buf.subarray(0, chunk.copy(buf));
+    this.encrypt.update(run, run); // in place in our aligned buffer: RC4's word path (see _writev)
+    this.send(buf, run.length);
     cb();
   }
   override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
