@@ -18,7 +18,7 @@ import { TokenBucket } from './rate-limit.js';
 import { UdpTrackerClient } from './tracker-client/index.js';
 import { PeerWire } from './wire/peer-wire.js';
 import { readIntoOwnBuffer, SOCKET_READ_BUFFER } from './wire/socket-read.js';
-import { mseRespond, mseTorrentKey, isPlaintextHandshake, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
+import { mseRespond, mseTorrentKey, isPlaintextHandshake, Rc4Stream, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import type { Duplex } from 'node:stream';
 import type { WireExtensionFactory } from './wire/extensions.js';
 import { Torrent, MAX_PEER_REQUEST_QUEUE, type TorrentDht, type TorrentOptions, type UploadGate } from './torrent.js';
@@ -198,7 +198,10 @@ export class Session extends EventEmitter {
         .then(
           (r) => {
             if (this.closed) return void socket.destroy();
-            this.acceptWire(r.stream, socket, host, port);
+            // RC4: read into one buffer of ours, decrypted in place, like plaintext connections (Rc4Stream.readDirect).
+            const rc4 = r.stream instanceof Rc4Stream ? r.stream : undefined;
+            const wire = this.acceptWire(r.stream, socket, host, port, rc4 !== undefined);
+            rc4?.readDirect((chunk) => wire.ingest(chunk));
           },
           () => socket.destroy(),
         );

@@ -22,7 +22,7 @@ import { TokenBucket, PRIORITY_NORMAL, type Priority } from './rate-limit.js';
 import { Announcer } from './tracker-client/index.js';
 import type { UdpTrackerClient } from './tracker-client/index.js';
 import { WebSeed, type WebSeedHost } from './webseed.js';
-import { mseInitiate, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
+import { mseInitiate, Rc4Stream, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import { SOCKET_READ_BUFFER } from './wire/socket-read.js';
 import { PeerWire } from './wire/peer-wire.js';
 import type { WireExtensionFactory } from './wire/extensions.js';
@@ -602,8 +602,11 @@ export class Torrent extends EventEmitter {
     const handOver = (stream: Duplex): void => {
       this.connecting.delete(key);
       handedOver = true;
-      const wire = this.newWire(stream, onread !== undefined);
+      // RC4 connections read the same way, through their cipher stream (Rc4Stream.readDirect).
+      const rc4 = stream instanceof Rc4Stream ? stream : undefined;
+      const wire = this.newWire(stream, onread !== undefined || rc4 !== undefined);
       if (onread) reader = wire;
+      rc4?.readDirect((chunk) => wire.ingest(chunk));
       (wire as { viaMse?: boolean }).viaMse = useMse;
       wire.sendHandshake(this.infoHash);
       this.attachWire(wire, cand.address, true);

@@ -10,6 +10,7 @@
  */
 import { createDiffieHellman, createHash, randomBytes, randomInt } from 'node:crypto';
 import { Duplex } from 'node:stream';
+import { readIntoOwnBuffer, SOCKET_READ_BUFFER } from './socket-read.js';
 import type { Socket } from 'node:net';
 
 const PRIME = Buffer.from(
@@ -384,6 +385,39 @@ export class Rc4Stream extends Duplex {
     socket.on('error', (e) => this.destroy(e));
     socket.on('close', () => this.destroy());
     socket.resume();
+  }
+  /** Reads go to a sink in one reused buffer (readDirect) instead of through this stream's 'data'. */
+  private direct = false;
+
+  /**
+   * Hand each read to `sink`, decrypted in place in one buffer of ours reused for every read (readIntoOwnBuffer), so
+   * `sink` must consume or copy it at once: a PeerWire with transient chunks. This stream then emits no more 'data',
+   * except what it and the socket hold already: that flows out first, in order (before any read of the socket's can
+   * reach `sink`). pause() and resume() reach the socket from then on. False, and nothing changed, when the socket
+   * cannot read into our buffer.
+   */
+  readDirect(sink: (chunk: Buffer) => void): boolean {
+    if (this.direct) return false;
+    // Bytes the socket buffered while paused: through our 'data' handler (decrypted, pushed) before the switch.
+    for (let c = this.socket.read() as Buffer | null; c !== null; c = this.socket.read() as Buffer | null) {
+      /* the socket emitted it as 'data' */
+    }
+    const ok = readIntoOwnBuffer(this.socket, Buffer.allocUnsafe(SOCKET_READ_BUFFER), (n, buf) => {
+      const chunk = buf.subarray(0, n);
+      this.decrypt.update(chunk, chunk);
+      sink(chunk);
+      return true;
+    });
+    if (ok) this.direct = true;
+    return ok;
+  }
+  override pause(): this {
+    if (this.direct) this.socket.pause();
+    return super.pause();
+  }
+  override resume(): this {
+    if (this.direct) this.socket.resume();
+    return super.resume();
   }
   get remoteAddress(): string | undefined {
     return this.socket.remoteAddress;
