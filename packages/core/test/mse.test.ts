@@ -13,7 +13,7 @@ import { mkdtemp, writeFile, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session, createTorrent } from '../src/index.js';
-import { Rc4, mseInitiate, mseRespond, mseTorrentKey, isPlaintextHandshake, MseError, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from '../src/wire/mse.js';
+import { Rc4, Rc4Stream, mseInitiate, mseRespond, mseTorrentKey, isPlaintextHandshake, MseError, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from '../src/wire/mse.js';
 
 async function tcpPair(t: TestContext): Promise<[Socket, Socket]> {
   const server = createServer();
@@ -130,6 +130,49 @@ for (const [name, provide, allow, expected] of [
     assert.deepEqual(await gotDown, down);
   });
 }
+
+test('Rc4Stream.readDirect: bytes already buffered come first as data, later reads reach the sink decrypted and in order; pause() stops them', async (t) => {
+  const [a, b] = await tcpPair(t);
+  const infoHash = randomBytes(20);
+  const initiated = mseInitiate(a, infoHash, { provide: CRYPTO_RC4 });
+  const first = (await once(b, 'data'))[0] as Buffer;
+  const [ra, rb] = await Promise.all([initiated, mseRespond(b, first, { allow: CRYPTO_RC4, lookup: () => infoHash })]);
+  assert.ok(rb.stream instanceof Rc4Stream);
+  const sent = randomBytes(3 << 20);
+  // 300 kB before the reader switches: they wait in the cipher stream and the socket (both paused).
+  rb.stream.pause();
+  b.pause();
+  await new Promise<void>((resolve, reject) => ra.stream.write(sent.subarray(0, 300_000), (e) => (e ? reject(e) : resolve())));
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  const got: Buffer[] = [];
+  rb.stream.on('data', (c: Buffer) => got.push(Buffer.from(c)));
+  let sinkCalls = 0;
+  const switched = (rb.stream as Rc4Stream).readDirect((chunk) => {
+    sinkCalls++;
+    got.push(Buffer.from(chunk)); // the buffer is reused: copy
+  });
+  assert.equal(switched, true);
+  rb.stream.resume();
+  const total = () => got.reduce((n, c) => n + c.length, 0);
+  const until = (n: number) =>
+    new Promise<void>((resolve) => {
+      const check = (): void => (total() >= n ? resolve() : void setImmediate(check));
+      check();
+    });
+  ra.stream.write(sent.subarray(300_000, 1_000_000));
+  await until(1_000_000);
+  // Paused: a write the kernel has taken is not read.
+  rb.stream.pause();
+  const before = got.length;
+  await new Promise<void>((resolve, reject) => ra.stream.write(sent.subarray(1_000_000, 1_100_000), (e) => (e ? reject(e) : resolve())));
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(got.length, before, 'no reads while paused');
+  rb.stream.resume();
+  ra.stream.write(sent.subarray(1_100_000));
+  await until(sent.length);
+  assert.ok(Buffer.concat(got).equals(sent));
+  assert.ok(sinkCalls > 0, 'later reads went to the sink');
+});
 
 test('responder: unknown torrent, no common method, garbage and a silent peer fail with MseError', async (t) => {
   {
