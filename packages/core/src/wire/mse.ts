@@ -32,10 +32,10 @@ export class MseError extends Error {
   override name = 'MseError';
 }
 
-/** RC4 with the first 1024 keystream bytes dropped, as MSE specifies. */
 /** Keystream words can be XORed 4 bytes at a time where a word's first byte is its lowest (little-endian hosts). */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
+/** RC4 with the first 1024 keystream bytes dropped, as MSE specifies. */
 export class Rc4 {
   // Int32Array, not Uint8Array: V8's loads and stores of 32-bit elements are cheaper in this loop.
   private readonly s = new Int32Array(256);
@@ -367,6 +367,8 @@ export class Rc4Stream extends Duplex {
   /** Ciphertext buffers the socket has finished with, largest last. */
   private readonly spare: Buffer[] = [];
   private spareBytes = 0;
+  /** Reads go to a sink in one reused buffer (readDirect) instead of through this stream's 'data'. */
+  private direct = false;
   constructor(
     private readonly socket: Socket,
     private readonly encrypt: Rc4,
@@ -386,9 +388,6 @@ export class Rc4Stream extends Duplex {
     socket.on('close', () => this.destroy());
     socket.resume();
   }
-  /** Reads go to a sink in one reused buffer (readDirect) instead of through this stream's 'data'. */
-  private direct = false;
-
   /**
    * Hand each read to `sink`, decrypted in place in one buffer of ours reused for every read (readIntoOwnBuffer), so
    * `sink` must consume or copy it at once: a PeerWire with transient chunks. This stream then emits no more 'data',
