@@ -20,15 +20,14 @@ interface UserBufferHandle {
 }
 
 /**
- * Switch an accepted socket to read into `buffer`, handing each read to `onRead(bytes, buffer)` instead of emitting
- * 'data'. It uses the same two steps `net.Socket` takes for its `onread` option: the socket's private kBuffer and
+ * Switch a socket (one a server accepted, or one connected without `onread`) to read into `buffer`, handing each read
+ * to `onRead(bytes, buffer)` instead of emitting 'data'. It uses the same two steps `net.Socket` takes for its `onread` option: the socket's private kBuffer and
  * kBufferCb slots, and its handle's `useUserBuffer`. After the switch, `pause()`/`resume()` stop and restart the
  * handle's reads, as they do for `onread` sockets.
  *
  * Those internals are found by feature detection. When they are not there (another Node version), it changes nothing
- * and returns false; the caller then reads through 'data' as before. Call it on a paused socket. Emptying what the
- * socket has already buffered (`socket.read()`) is the caller's job, before the switch: later reads bypass that
- * buffer.
+ * and returns false; the caller then reads through 'data' as before. Emptying what the socket has already buffered
+ * (`socket.read()`) is the caller's job, before the switch and in the same tick: later reads bypass that buffer.
  */
 export function readIntoOwnBuffer(socket: Socket, buffer: Buffer, onRead: (bytes: number, buf: Buffer) => boolean): boolean {
   const handle = (socket as unknown as { _handle?: Partial<UserBufferHandle> | null })._handle;
