@@ -17,7 +17,7 @@ import { ResumeStore } from './storage/index.js';
 import { TokenBucket } from './rate-limit.js';
 import { UdpTrackerClient } from './tracker-client/index.js';
 import { PeerWire } from './wire/peer-wire.js';
-import { readIntoOwnBuffer, SOCKET_READ_BUFFER } from './wire/socket-read.js';
+import { switchToOwnBuffer } from './wire/socket-read.js';
 import { mseRespond, mseTorrentKey, isPlaintextHandshake, Rc4Stream, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
 import type { Duplex } from 'node:stream';
 import type { WireExtensionFactory } from './wire/extensions.js';
@@ -198,6 +198,9 @@ export class Session extends EventEmitter {
         .then(
           (r) => {
             if (this.closed) return void socket.destroy();
+            // Plaintext chosen in the key exchange (libtorrent-based peers offer it by default): the socket itself,
+            // paused, with what followed the exchange put back in it. It reads as a plaintext connection does.
+            if (r.stream === socket) return this.acceptPlaintext(socket, [], host, port);
             // RC4: read into one buffer of ours, decrypted in place, like plaintext connections (Rc4Stream.readDirect).
             const rc4 = r.stream instanceof Rc4Stream ? r.stream : undefined;
             const wire = this.acceptWire(r.stream, socket, host, port, rc4 !== undefined);
@@ -210,26 +213,25 @@ export class Session extends EventEmitter {
   }
 
   /**
-   * A plaintext incoming connection, paused, whose first bytes (`consumed`) were already read. It reads into one
-   * buffer of ours from here on, as outgoing connections do (see readIntoOwnBuffer); else through 'data' as before.
+   * An incoming connection that carries plaintext BitTorrent (its handshake sniffed, or plaintext chosen in an MSE
+   * exchange), paused; `consumed`: its bytes already read. It reads into one buffer of ours from here on, as outgoing
+   * connections do (see switchToOwnBuffer); else through 'data' as before.
    */
   private acceptPlaintext(socket: Socket, consumed: Buffer[], host: string, port: number): void {
-    // What the socket buffered past those bytes before it paused: later reads bypass that buffer, so take it now.
-    const pending = [...consumed];
-    for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) pending.push(c);
     let wire: PeerWire | undefined;
-    const own = readIntoOwnBuffer(socket, Buffer.allocUnsafe(SOCKET_READ_BUFFER), (n, buf) => {
+    const held = switchToOwnBuffer(socket, (n, buf) => {
       wire?.ingest(buf.subarray(0, n));
       return true; // pausing goes through socket.pause() (PeerWire.pauseReading)
     });
-    if (!own) {
-      for (let i = pending.length - 1; i >= 0; i--) socket.unshift(pending[i]);
+    if (!held) {
+      for (let i = consumed.length - 1; i >= 0; i--) socket.unshift(consumed[i]);
       this.acceptWire(socket, socket, host, port);
       return;
     }
     wire = this.acceptWire(socket, socket, host, port, true);
     // Synchronously, before the socket's next read can reach the callback: the stream stays in order.
-    for (const c of pending) wire.ingest(c);
+    for (const c of consumed) wire.ingest(c);
+    for (const c of held) wire.ingest(c);
   }
 
   /** An incoming connection whose BitTorrent stream (plaintext or decrypted) is `stream`. */

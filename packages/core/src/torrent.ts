@@ -23,7 +23,7 @@ import { Announcer } from './tracker-client/index.js';
 import type { UdpTrackerClient } from './tracker-client/index.js';
 import { WebSeed, type WebSeedHost } from './webseed.js';
 import { mseInitiate, Rc4Stream, CRYPTO_PLAINTEXT, CRYPTO_RC4, type EncryptionPolicy } from './wire/mse.js';
-import { SOCKET_READ_BUFFER } from './wire/socket-read.js';
+import { SOCKET_READ_BUFFER, switchToOwnBuffer } from './wire/socket-read.js';
 import { PeerWire } from './wire/peer-wire.js';
 import type { WireExtensionFactory } from './wire/extensions.js';
 import { utMetadata, type UtMetadataExtension } from './wire/ut-metadata.js';
@@ -588,12 +588,13 @@ export class Torrent extends EventEmitter {
     const useMse = policy === 'required' || (policy !== 'disabled' && (cand.mse ?? policy === 'prefer'));
     // Plaintext: the socket reads into one buffer of its own, reused for every read, and hands each read to the wire
     // (Node's default allocates a fresh 64 KiB buffer per read: at 250 MB/s that garbage cost more CPU in GC
-    // threads than parsing the stream). MSE connections read through their cipher stream as before.
+    // threads than parsing the stream). MSE connections switch to the same once the key exchange is done (below).
     let reader: PeerWire | undefined;
-    const onread = useMse ? undefined : { buffer: Buffer.allocUnsafe(SOCKET_READ_BUFFER), callback: (n: number, buf: Uint8Array): boolean => {
+    const ingestRead = (n: number, buf: Uint8Array): boolean => {
       reader?.ingest((buf as Buffer).subarray(0, n));
       return true; // pausing goes through socket.pause() (PeerWire.pauseReading)
-    } };
+    };
+    const onread = useMse ? undefined : { buffer: Buffer.allocUnsafe(SOCKET_READ_BUFFER), callback: ingestRead };
     const socket = createConnection({ host: cand.address.host, port: cand.address.port, ...(onread ? { onread } : {}) });
     socket.setNoDelay(true);
     const timeout = this.deps.clock.setTimeout(() => socket.destroy(new Error('connect timeout')), 10_000);
@@ -604,12 +605,16 @@ export class Torrent extends EventEmitter {
       handedOver = true;
       // RC4 connections read the same way, through their cipher stream (Rc4Stream.readDirect).
       const rc4 = stream instanceof Rc4Stream ? stream : undefined;
-      const wire = this.newWire(stream, onread !== undefined || rc4 !== undefined);
-      if (onread) reader = wire;
+      // Plaintext chosen in the key exchange: the socket itself (dialled without onread), switched to a buffer of ours.
+      const held = useMse && stream === socket ? switchToOwnBuffer(socket, ingestRead) : undefined;
+      const wire = this.newWire(stream, onread !== undefined || rc4 !== undefined || held !== undefined);
+      reader = wire;
       rc4?.readDirect((chunk) => wire.ingest(chunk));
       (wire as { viaMse?: boolean }).viaMse = useMse;
       wire.sendHandshake(this.infoHash);
       this.attachWire(wire, cand.address, true);
+      // What the socket held past the key exchange, before any later read can reach the callback: in order.
+      for (const c of held ?? []) wire.ingest(c);
     };
     socket.once('connect', () => {
       this.deps.clock.clearTimeout(timeout);

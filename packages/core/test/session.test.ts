@@ -101,6 +101,42 @@ for (const encryption of ['enabled', 'disabled'] as const) {
   });
 }
 
+/** The socket reads into a buffer of our own (readIntoOwnBuffer / onread), not Node's fresh buffer per read. */
+function readsIntoOwnBuffer(wire: PeerWire): boolean {
+  const slot = Object.getOwnPropertySymbols(wire.socket).find((s) => s.description === 'kBuffer');
+  return slot !== undefined && Buffer.isBuffer((wire.socket as unknown as Record<symbol, unknown>)[slot]);
+}
+
+for (const leecherDials of [true, false]) {
+  test(`plaintext chosen in an MSE key exchange reads into our own buffer, byte for byte (${leecherDials ? 'outgoing' : 'incoming'} at the leecher)`, async (t) => {
+    // The dialling side prefers MSE and offers plaintext too; the listener (encryption 'enabled') picks plaintext, as
+    // libtorrent does by default. The socket, with whatever followed the key exchange, then reads as a plaintext one.
+    const dir = await mkdtemp(join(tmpdir(), 'bt-sess-mse-plain-'));
+    const data = bytes(3 * 1024 * 1024 + 777, 12);
+    await mkdir(join(dir, 'seed'), { recursive: true });
+    await writeFile(join(dir, 'seed', 'big.bin'), data);
+    const { torrent } = await createTorrent({ path: join(dir, 'seed', 'big.bin'), pieceLength: 65536 });
+    const seeder = session({ encryption: leecherDials ? 'enabled' : 'prefer' });
+    const leecher = session({ encryption: leecherDials ? 'prefer' : 'enabled' });
+    t.after(async () => { await seeder.close(); await leecher.close(); await rm(dir, { recursive: true, force: true }); });
+    await seeder.listen();
+    await leecher.listen();
+    const st = await seeder.add({ torrent, path: join(dir, 'seed'), ...(leecherDials ? {} : { peers: [] }) });
+    const lt = await leecher.add({ torrent, path: join(dir, 'leech'), ...(leecherDials ? { peers: [{ host: '127.0.0.1', port: seeder.port }] } : {}) });
+    // Seen at the first verified piece (two seeds drop their connection at the end).
+    let seen: { outgoing: boolean; own: boolean; viaMse: boolean | undefined }[] | undefined;
+    lt.once('piece', () => {
+      const dialler = leecherDials ? lt : st;
+      seen = lt.peerList().map((p) => ({ outgoing: p.outgoing, own: readsIntoOwnBuffer(p.wire), viaMse: (dialler.peerList()[0]?.wire as { viaMse?: boolean } | undefined)?.viaMse }));
+    });
+    if (!leecherDials) st.addPeer({ host: '127.0.0.1', port: leecher.port });
+    await lt.done;
+    assert.ok((await readFile(join(dir, 'leech', 'big.bin'))).equals(data));
+    assert.equal(lt.stats().hashFailures, 0);
+    assert.deepEqual(seen, [{ outgoing: leecherDials, own: true, viaMse: true }]);
+  });
+}
+
 test('a magnet link (metadata over BEP 9) downloads, and the seeder finds the leecher by incoming connection', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'bt-sess-'));
   const files = await makePayload(join(dir, 'seed'));

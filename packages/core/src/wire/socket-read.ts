@@ -45,3 +45,17 @@ export function readIntoOwnBuffer(socket: Socket, buffer: Buffer, onRead: (bytes
   slots[kBufferCb] = (bytes: number, buf: Buffer): boolean => onRead(bytes, buf);
   return true;
 }
+
+/**
+ * readIntoOwnBuffer for a paused socket that may already hold bytes (sniffed past, or left over from a handshake):
+ * takes them, in order, then switches. The caller must hand the returned chunks to the same consumer as `onRead`
+ * before it returns to the event loop (no read can reach `onRead` before then). Undefined, with the bytes put back
+ * and nothing changed, when the socket cannot read into our buffer.
+ */
+export function switchToOwnBuffer(socket: Socket, onRead: (bytes: number, buf: Buffer) => boolean): Buffer[] | undefined {
+  const held: Buffer[] = [];
+  for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) held.push(c);
+  if (readIntoOwnBuffer(socket, Buffer.allocUnsafe(SOCKET_READ_BUFFER), onRead)) return held;
+  for (let i = held.length - 1; i >= 0; i--) socket.unshift(held[i]);
+  return undefined;
+}
