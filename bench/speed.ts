@@ -4,7 +4,7 @@
  * (a) Overhead: one seeder session → one leecher session over loopback, in this process, the same torrent
  *     (1 GiB; 128 MiB with --quick; 256 KiB pieces, --piece-kib) with Speed OFF (plain sessions) and Speed ON (per-torrent
  *     SpeedAgent on both sides: auction, channel on an embedded SQLite ledger, one signed payment per ⌊K/2⌋ verified pieces,
- *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 8 MiB). After --warmup N (default 1) uncounted plain
+ *     provider exposure K unpaid pieces, --max-unpaid, default the library's: the pieces in 16 MiB). After --warmup N (default 1) uncounted plain
  *     transfers, --rounds N (default 10: one pair's overhead varies by ±0.1 on this 2-core machine) interleaved off/on pairs
  *     (ABBA order, against drift on a shared machine); overhead = 1 − median(on)/median(off), and overhead_pairs_median,
  *     the median of each round's own 1 − on/off, with its quartiles (overhead_pairs_q1/q3). The two-process rounds download into one file rewritten in place (see
@@ -55,7 +55,7 @@ const { values: args } = parseArgs({
 });
 const MiB = 1024 * 1024;
 const size = (args.size ? Number(args.size) : args.quick ? 128 : 1024) * MiB;
-// Default: the library's (defaultMaxUnpaid: the pieces in 8 MiB).
+// Default: the library's (defaultMaxUnpaid: the pieces in 16 MiB).
 const maxUnpaid = args['max-unpaid'] === undefined ? undefined : Number(args['max-unpaid']);
 const rounds = Math.max(1, Number(args.rounds ?? 10));
 /**

@@ -21,7 +21,7 @@ export const SPEED_HELP = `BitTorrent Speed (off by default):
   --max-spend BTT      most one torrent may spend (default: no cap beyond the wallet balance)
   --reserve-price P    as a provider, lowest price accepted, base units per byte (default 0)
   --unpaid-limit SIZE  as a provider, data a requester may receive before paying, e.g. 1M, rounded to
-                       whole pieces, 1..1024 (default 8M, 2..64 pieces; larger keeps fast transfers flowing)
+                       whole pieces, 1..1024 (default 16M, 2..64 pieces; larger keeps fast transfers flowing)
   --ledger URL         ledger server (default $BITORRENT_LEDGER_URL)
   --wallet FILE        keystore (default $BITORRENT_HOME/wallet.json); passphrase from $BITORRENT_PASSPHRASE`;
 

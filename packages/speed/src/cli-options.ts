@@ -235,7 +235,7 @@ export async function setupSpeed(flags: SpeedFlags, ctx: SpeedContext): Promise<
         remainingBytes,
         bidding: { enabled: spendingRatePpm > 0, spendingRatePpm, maxSpend },
         reservePrice,
-        // K: --unpaid-limit in whole pieces of this torrent (its default: defaultMaxUnpaid, the pieces in 8 MiB).
+        // K: --unpaid-limit in whole pieces of this torrent (its default: defaultMaxUnpaid, the pieces in 16 MiB).
         provider: unpaidBytes === undefined ? ctx.provider : { ...ctx.provider, maxUnpaid: Math.min(1024, Math.max(1, Math.ceil(unpaidBytes / (meta?.pieceLength ?? 256 * 1024)))) },
         // Written durably before the ack goes out (SpeedAgent calls this first).
         persist: (list) => {

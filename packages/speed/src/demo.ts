@@ -26,7 +26,7 @@ options:
   --rate KIB       seeder upload limit, KiB/s (default 1024)
   --leecher-rate KIB  each leecher's upload limit, KiB/s (default 64; 0 = unlimited)
   --slots N        seeder regular unchoke slots (default 2)
-  --max-unpaid K   provider exposure: unpaid pieces per requester (default: the pieces in 8 MiB, 2..64)
+  --max-unpaid K   provider exposure: unpaid pieces per requester (default: the pieces in 16 MiB, 2..64)
   --timeout S      give up after S seconds (default 300)
   --json           print the final report as JSON
   -h, --help       this help

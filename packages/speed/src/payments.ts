@@ -113,16 +113,17 @@ export type ProviderAction =
   | { type: 'abandon'; requester: string; channelId: Buffer; reason: string };
 
 /** Unpaid data a provider risks per requester by default (see defaultMaxUnpaid). */
-export const DEFAULT_UNPAID_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_UNPAID_BYTES = 16 * 1024 * 1024;
 
 /**
- * Default K for a torrent's piece length: the pieces in 8 MiB, at least 2 and at most 64. The risk is a few MiB per
+ * Default K for a torrent's piece length: the pieces in 16 MiB, at least 2 and at most 64. The risk is a few MiB per
  * requester (an optimistic unchoke gives away more), and it keeps a loopback-speed transfer flowing: with K = 1 every
  * piece waits a full payment round trip, and K ≥ 4 lets the requester pay for ⌊K/2⌋ pieces with one signature
- * (32 pieces of 256 KiB: a payment per 4 MiB, with 4 MiB of room left while it travels). The room must exceed what
- * sits in the two TCP buffers between the peers (several MiB on a fast link): the requester can only pay for a piece
- * it has read and hashed. With 4 MiB (K = 16) a 1 GiB loopback transfer held the provider at its limit ~400 times,
- * ~16 of them with its socket drained (40–60 ms idle); with 8 MiB, once (while the first channel opens).
+ * (64 pieces of 256 KiB: a payment per 8 MiB, with 8 MiB of room left while it travels). The room must exceed what
+ * sits between the provider's socket and the requester's hash check (several MiB on a fast link): the requester can
+ * only pay for a piece it has read and hashed, and it holds up to ⌊K/2⌋ − 1 verified pieces back for the next state.
+ * At 8 MiB (K = 32, a state per 4 MiB) a 1 GiB loopback transfer at ~600 MB/s held the provider at its limit about once
+ * per state, and Speed ON ran 8–11% slower than at 16 MiB (same run, 16 transfers each); at 4 MiB, ~400 holds per GiB.
  */
 export function defaultMaxUnpaid(pieceLength: number): number {
   if (!Number.isSafeInteger(pieceLength) || pieceLength <= 0) return 2;

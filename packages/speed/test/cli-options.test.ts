@@ -41,7 +41,7 @@ test('setupSpeed: off unless --speed and a wallet; disclosure states the cap, ra
   assert.ok(opts.choker && opts.uploadGate);
   assert.equal(s.agents.length, 1);
 
-  assert.equal(s.agents[0].provider.maxUnpaid, 32, 'default K: 8 MiB of 256 KiB pieces (no metadata yet)');
+  assert.equal(s.agents[0].provider.maxUnpaid, 64, 'default K: 16 MiB of 256 KiB pieces (no metadata yet)');
   // --unpaid-limit in whole pieces of the torrent.
   const s2 = await setupSpeed(parse(['--speed', '--unpaid-limit', '1M']), ctx);
   assert.ok(s2);
