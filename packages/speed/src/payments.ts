@@ -122,8 +122,9 @@ export const DEFAULT_UNPAID_BYTES = 16 * 1024 * 1024;
  * (64 pieces of 256 KiB: a payment per 8 MiB, with 8 MiB of room left while it travels). The room must exceed what
  * sits between the provider's socket and the requester's hash check (several MiB on a fast link): the requester can
  * only pay for a piece it has read and hashed, and it holds up to ⌊K/2⌋ − 1 verified pieces back for the next state.
- * At 8 MiB (K = 32, a state per 4 MiB) a 1 GiB loopback transfer at ~600 MB/s held the provider at its limit about once
- * per state, and Speed ON ran 8–11% slower than at 16 MiB (same run, 16 transfers each); at 4 MiB, ~400 holds per GiB.
+ * At 8 MiB (K = 32, a state per 4 MiB) a 1 GiB loopback transfer at ~600 MB/s between two processes held the
+ * provider at its limit 200–207 times (205–342 ms in all), about once per state, and ran 3–11% slower than at 16 MiB,
+ * which held it never (alternated runs of the same code); at 4 MiB, ~400 holds per GiB.
  */
 export function defaultMaxUnpaid(pieceLength: number): number {
   if (!Number.isSafeInteger(pieceLength) || pieceLength <= 0) return 2;
