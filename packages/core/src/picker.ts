@@ -522,9 +522,14 @@ export class PiecePicker {
     // A peer's requests are recorded piece by piece, so runs of keys share a piece: one add per run, not per block.
     const bpp = this.blocksPerPiece;
     let last = -1;
-    for (const k of this.peerReqs.get(id) ?? []) {
-      const i = Math.floor(k / bpp);
-      if (i !== last) held.add((last = i));
+    // Not `get(id) ?? []`: iterating an array here, when the peer has no requests out, deoptimised this function
+    // (its for-of had only seen Sets) and cost a recompile per download.
+    const reqs = this.peerReqs.get(id);
+    if (reqs) {
+      for (const k of reqs) {
+        const i = Math.floor(k / bpp);
+        if (i !== last) held.add((last = i));
+      }
     }
     let mine: number[] | undefined;
     for (const [i, part] of this.partials) {
