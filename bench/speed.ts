@@ -196,6 +196,8 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     const common = ['--peer-port', '0', '--host', '127.0.0.1', '--no-dht', '--no-pex', '--json'];
     const cpuOn: number[] = [], cpuOff: number[] = [];
     const winOn: number[] = [], winOff: number[] = [];
+    // Times the seeder's UploadGate held the leecher (Speed: at its unpaid limit), from the seeder's last status line.
+    const holdsOn: number[] = [];
     let paidOk = true;
     let earnedTotal = 0n;
     log(`(a, separate processes) ${size / MiB} MiB, ${PIECE / 1024} KiB pieces, K=${maxUnpaid ?? defaultMaxUnpaid(PIECE)}${maxUnpaid === undefined ? ' (CLI default)' : ' (--unpaid-limit)'}, ledger ${url}, ${rounds} rounds (ABBA)`);
@@ -250,6 +252,8 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         if (counted) (mode === 'on' ? winOn : winOff).push(winSeed + winLeech);
         await leecher.stop();
         await seeder.stop(); // SIGTERM: the provider closes its channels on the ledger
+        const holds = Number(seeder.last()?.uploadHolds ?? NaN);
+        if (counted && mode === 'on') holdsOn.push(holds);
         let books = '';
         if (mode === 'on') {
           const earned = (await ledger.account(seederKeys.publicKey)).balance - earnedTotal;
@@ -260,7 +264,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
           paidOk &&= ok;
           books = `; provider earned ${earned} of ${size} bytes at 1/byte, requester left ${left}, books ${ok ? 'exact' : 'WRONG'}`;
         }
-        log(`(a, processes) ${counted ? `round ${r}` : 'warm-up (not counted)'} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)}; during the transfer ${winSeed.toFixed(2)} + ${winLeech.toFixed(2)})${books}`);
+        log(`(a, processes) ${counted ? `round ${r}` : 'warm-up (not counted)'} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)}; during the transfer ${winSeed.toFixed(2)} + ${winLeech.toFixed(2)}); uploads held ${holds}×${books}`);
       } finally {
         await leecher?.stop();
         await seeder.stop();
@@ -284,14 +288,14 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     const pairs = [...pairOn].filter(([r]) => pairOff.has(r)).map(([r, on]) => 1 - on / pairOff.get(r)!);
     log(`(a, processes) per-round overheads ${pairs.map((x) => x.toFixed(3)).join(', ')}; median ${median(pairs).toFixed(3)} (quartiles ${quartile(pairs, 1).toFixed(3)}, ${quartile(pairs, 3).toFixed(3)})`);
     log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s; during the transfer off ${median(winOff).toFixed(2)} s, on ${median(winOn).toFixed(2)} s`);
-    return { on: median(ons), off: median(offs), pairsMedian: median(pairs), pairsQ1: quartile(pairs, 1), pairsQ3: quartile(pairs, 3), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff), cpuTransferOn: median(winOn), cpuTransferOff: median(winOff) };
+    return { on: median(ons), off: median(offs), pairsMedian: median(pairs), pairsQ1: quartile(pairs, 1), pairsQ3: quartile(pairs, 3), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff), cpuTransferOn: median(winOn), cpuTransferOff: median(winOff), holdsOn: median(holdsOn) };
   } finally {
     await srv.close();
     await ledger.close();
   }
 }
 
-interface PartA { on: number; off: number; pairsMedian?: number; pairsQ1?: number; pairsQ3?: number; paidOk: boolean; cpuOn?: number; cpuOff?: number; cpuTransferOn?: number; cpuTransferOff?: number }
+interface PartA { on: number; off: number; pairsMedian?: number; pairsQ1?: number; pairsQ3?: number; paidOk: boolean; cpuOn?: number; cpuOff?: number; cpuTransferOn?: number; cpuTransferOff?: number; holdsOn?: number }
 
 async function partA(): Promise<{ procs?: PartA; inproc?: PartA }> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-speed-'));
@@ -410,6 +414,8 @@ console.log(
     cpu_on_s: r3(procs.cpuOn ?? NaN),
     cpu_transfer_off_s: r3(procs.cpuTransferOff ?? NaN),
     cpu_transfer_on_s: r3(procs.cpuTransferOn ?? NaN),
+    // Median times per Speed ON transfer that the provider held the requester at its unpaid limit (two processes).
+    provider_holds_on: procs.holdsOn ?? null,
     one_process_on_MBps: r3(inproc.on),
     one_process_off_MBps: r3(inproc.off),
     overhead_one_process: r3(1 - inproc.on / inproc.off),

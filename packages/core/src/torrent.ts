@@ -77,6 +77,8 @@ export interface TorrentStats {
   pieces: { have: number; total: number };
   hashFailures: number;
   wastedBytes: number;
+  /** Times an UploadGate held every request a peer had queued (Speed: a requester at its unpaid limit), this session. */
+  uploadHolds: number;
   error?: string;
 }
 
@@ -292,6 +294,8 @@ export class Torrent extends EventEmitter {
   private downloadedBytes = 0;
   private wastedBytes = 0;
   private hashFailures = 0;
+  /** See TorrentStats.uploadHolds. */
+  private uploadHolds = 0;
   private readonly upBucket: TokenBucket;
   private readonly downBucket: TokenBucket;
   private readonly choker: ChokerPolicy;
@@ -1254,8 +1258,10 @@ export class Torrent extends EventEmitter {
         if (peer.wire.needsDrain) return; // 'drain' resumes us
         if (gate && peer.uploadQueue[0].index !== allowedPiece) {
           reportCharges(); // the gate's decision on a new piece counts what this run already sent
-          peer.uploadHeld = !this.gateNextUpload(peer);
-          if (peer.uploadHeld) return; // all held; resumeUploads() or tick() retries
+          const held = !this.gateNextUpload(peer);
+          if (held && !peer.uploadHeld) this.uploadHolds++;
+          peer.uploadHeld = held;
+          if (held) return; // all held; resumeUploads() or tick() retries
           allowedPiece = peer.uploadQueue[0].index;
         }
         const req = peer.uploadQueue[0];
@@ -1584,6 +1590,7 @@ export class Torrent extends EventEmitter {
       pieces: { have: this.have?.count() ?? 0, total: this.metainfo?.pieceCount ?? 0 },
       hashFailures: this.hashFailures,
       wastedBytes: this.wastedBytes,
+      uploadHolds: this.uploadHolds,
       error: this.error,
     };
   }

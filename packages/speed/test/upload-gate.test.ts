@@ -110,10 +110,18 @@ test('upload gate: while the queue is held, requests that arrive cost no gate ca
   // arriving request made it N, ~12,000 refused calls per GiB of a paid transfer). The requests arrive within a
   // millisecond; only a tick() rescan (once a second) landing in between could add more.
   assert.ok(callsAtLastRequest >= 1 && callsAtLastRequest < N / 2, `${callsAtLastRequest} gate calls for ${N} held requests`);
+  // The tick's watchdog asks again while the queue is held: still the same hold.
+  const callsBeforeTick = callsWhileHeld;
+  await new Promise((resolve) => seeder.once('tick', resolve));
+  assert.ok(callsWhileHeld > callsBeforeTick, 'the tick asked the gate again');
+  assert.equal(seeder.stats().uploadHolds, 1);
   open = true;
   seeder.resumeUploads();
   await leech.done;
   assert.equal(leech.stats().progress, 1);
+  // One hold: from the first request until resumeUploads() (the tick's rescans meanwhile are not new holds).
+  assert.equal(seeder.stats().uploadHolds, 1);
+  assert.equal(leech.stats().uploadHolds, 0);
 });
 
 test('upload gate: asked once per piece and told once per run of blocks, not per block; every byte sent is reported', { timeout: 30_000 }, async (t) => {
@@ -128,7 +136,7 @@ test('upload gate: asked once per piece and told once per run of blocks, not per
   let asks = 0, reports = 0, priorities = 0;
   const reported = new Map<number, number>();
   const [seedSession, leechSession] = await twoSessions(t);
-  await seedSession.add({
+  const seeder = await seedSession.add({
     torrent,
     path: seedDir,
     skipHashCheck: true,
@@ -156,4 +164,5 @@ test('upload gate: asked once per piece and told once per run of blocks, not per
   assert.ok(asks <= blocks / 4, `${asks} gate calls for ${blocks} blocks`);
   assert.ok(reports <= blocks / 4, `${reports} reports for ${blocks} blocks`);
   assert.ok(priorities <= blocks / 4, `${priorities} priority calls for ${blocks} blocks`);
+  assert.equal(seeder.stats().uploadHolds, 0, 'a gate that always allows never holds');
 });
