@@ -27,7 +27,8 @@ interface UserBufferHandle {
  *
  * Those internals are found by feature detection. When they are not there (another Node version), it changes nothing
  * and returns false; the caller then reads through 'data' as before. Emptying what the socket has already buffered
- * (`socket.read()`) is the caller's job, before the switch and in the same tick: later reads bypass that buffer.
+ * (`socket.read()`) is the caller's job, before the switch and in the same tick: later reads bypass that buffer
+ * (switchToOwnBuffer does both).
  */
 export function readIntoOwnBuffer(socket: Socket, buffer: Buffer, onRead: (bytes: number, buf: Buffer) => boolean): boolean {
   const handle = (socket as unknown as { _handle?: Partial<UserBufferHandle> | null })._handle;
