@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { Session, createTorrent, parseTorrent, ResumeStore, makeResumeData, BitField, type Torrent } from '@bitorrent/core';
 import { Ledger, keyPairFromSeed, BTT, createLedgerServer, encryptKeystore, writeKeystore } from '@bitorrent/ledger';
 import { startBitorrent } from '@bitorrent/testbed';
-import { procCpuSeconds } from './transfer/procstat.js';
+import { procCpuSeconds, mainThreadSplit } from './transfer/procstat.js';
 import { spawnSync } from 'node:child_process';
 import { SpeedAgent, defaultMaxUnpaid } from '@bitorrent/speed';
 import { runDemoCli } from '@bitorrent/speed/demo';
@@ -51,6 +51,8 @@ const { values: args } = parseArgs({
     mode: { type: 'string' },
     /** (a, procs) write V8 CPU profiles of the seeder and leecher processes under this folder (<mode>-<round>-seed|leech). */
     'cpu-prof': { type: 'string' },
+    /** (a, procs) extra V8/Node flags for both processes, space-separated (e.g. "--trace-deopt"); diagnostics only. */
+    'node-args': { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
@@ -196,6 +198,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     const common = ['--peer-port', '0', '--host', '127.0.0.1', '--no-dht', '--no-pex', '--json'];
     const cpuOn: number[] = [], cpuOff: number[] = [];
     const winOn: number[] = [], winOff: number[] = [];
+    const splitOn: number[][] = [], splitOff: number[][] = [];
     // Times the seeder's UploadGate held the leecher (Speed: at its unpaid limit), from the seeder's last status line.
     const holdsOn: number[] = [];
     let paidOk = true;
@@ -232,12 +235,13 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
       await prepareDownload(leechState);
       spawnSync('sync');
       const speed = (wallet: string, provider: boolean) => (mode === 'on' ? ['--speed', '--wallet', wallet, '--ledger', url, ...(provider ? ['--spending-rate', '0', '--reserve-price', '1', ...(maxUnpaid !== undefined ? ['--unpaid-limit', String(maxUnpaid * PIECE)] : [])] : [])] : []);
-      const prof = (who: string) => (args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(args['cpu-prof'], `${tag}-${who}`)] : []);
+      const prof = (who: string) => [...(args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(args['cpu-prof'], `${tag}-${who}`)] : []), ...(args['node-args']?.split(' ').filter(Boolean) ?? [])];
       const seeder = startBitorrent(['seed', torrentPath, '--data', seedDir, '--no-resume', '--state-dir', join(dir, `st-s-${tag}`), ...common, ...speed(seedWallet, true)], { env, nodeArgs: prof('seed') });
       let leecher: ReturnType<typeof startBitorrent> | undefined;
       try {
         const ready = await seeder.waitLine((l) => l.event === 'seeding', 600_000, 'the seeder to be ready');
         const seedCpuAtStart = procCpuSeconds(seeder.process.pid) ?? NaN;
+        const seedSplitAtStart = mainThreadSplit(seeder.process.pid);
         leecher = startBitorrent(['download', torrentPath, '-o', dl, '--state-dir', leechState, '--peer', `127.0.0.1:${ready.port}`, ...common, ...speed(leechWallet, false)], { env, nodeArgs: prof('leech') });
         const done = await leecher.waitLine((l) => l.event === 'done', 1_800_000, 'the download to finish');
         const seconds = Number(done.seconds);
@@ -245,6 +249,11 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         // CPU of both processes (user + system, start-up included, the same in both modes): on a busy 2-core machine
         // a steadier view of Speed's cost than the wall clock.
         const cpuSeed = procCpuSeconds(seeder.process.pid) ?? NaN, cpuLeech = procCpuSeconds(leecher.process.pid) ?? NaN;
+        // Main thread against the rest (compiler, GC helpers, libuv pool, hash workers): the seeder's from the leecher's
+        // start, the leecher's whole life (its start-up is the same in both modes but for loading Speed).
+        const seedSplit = mainThreadSplit(seeder.process.pid), leechSplit = mainThreadSplit(leecher.process.pid);
+        const split = [seedSplit && seedSplitAtStart ? seedSplit.main - seedSplitAtStart.main : NaN, seedSplit && seedSplitAtStart ? seedSplit.other - seedSplitAtStart.other : NaN, leechSplit?.main ?? NaN, leechSplit?.other ?? NaN];
+        if (counted) (mode === 'on' ? splitOn : splitOff).push(split);
         const cpu = cpuSeed + cpuLeech;
         if (counted) (mode === 'on' ? cpuOn : cpuOff).push(cpu);
         // The same, during the transfer only (the leecher reports its own; the seeder's from the leecher's start).
@@ -264,7 +273,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
           paidOk &&= ok;
           books = `; provider earned ${earned} of ${size} bytes at 1/byte, requester left ${left}, books ${ok ? 'exact' : 'WRONG'}`;
         }
-        log(`(a, processes) ${counted ? `round ${r}` : 'warm-up (not counted)'} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)}; during the transfer ${winSeed.toFixed(2)} + ${winLeech.toFixed(2)}); uploads held ${holds}×${books}`);
+        log(`(a, processes) ${counted ? `round ${r}` : 'warm-up (not counted)'} ${mode}: ${seconds.toFixed(2)} s = ${(size / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpu.toFixed(2)} s (seeder ${cpuSeed.toFixed(2)}, leecher ${cpuLeech.toFixed(2)}; during the transfer ${winSeed.toFixed(2)} + ${winLeech.toFixed(2)}); uploads held ${holds}×; threads main/other seeder ${split[0].toFixed(2)}/${split[1].toFixed(2)}, leecher ${split[2].toFixed(2)}/${split[3].toFixed(2)}${books}`);
       } finally {
         await leecher?.stop();
         await seeder.stop();
@@ -288,6 +297,9 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     const pairs = [...pairOn].filter(([r]) => pairOff.has(r)).map(([r, on]) => 1 - on / pairOff.get(r)!);
     log(`(a, processes) per-round overheads ${pairs.map((x) => x.toFixed(3)).join(', ')}; median ${median(pairs).toFixed(3)} (quartiles ${quartile(pairs, 1).toFixed(3)}, ${quartile(pairs, 3).toFixed(3)})`);
     log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s; during the transfer off ${median(winOff).toFixed(2)} s, on ${median(winOn).toFixed(2)} s`);
+    const splits = (a: number[][]) => [0, 1, 2, 3].map((i) => median(a.map((x) => x[i])).toFixed(2));
+    const [so, sn] = [splits(splitOff), splits(splitOn)];
+    log(`(a, processes) median thread CPU, main/other: seeder off ${so[0]}/${so[1]} s, on ${sn[0]}/${sn[1]} s; leecher off ${so[2]}/${so[3]} s, on ${sn[2]}/${sn[3]} s`);
     return { on: median(ons), off: median(offs), pairsMedian: median(pairs), pairsQ1: quartile(pairs, 1), pairsQ3: quartile(pairs, 3), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff), cpuTransferOn: median(winOn), cpuTransferOff: median(winOff), holdsOn: median(holdsOn) };
   } finally {
     await srv.close();

@@ -1,5 +1,5 @@
 /** Per-process figures from /proc (Linux): peak RSS sampling, CPU time. */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** VmHWM (peak resident set) of a live process in bytes, or undefined if it is gone. */
 export function peakRss(pid: number): number | undefined {
@@ -59,4 +59,29 @@ export class RssSampler {
     clearInterval(this.timer);
     return this.max;
   }
+}
+
+/**
+ * CPU seconds of a live process's main thread and of all its other threads together (V8's compiler and GC helpers,
+ * the libuv pool, worker threads: Node names them all "node", so they cannot be told apart), from /proc/<pid>/task.
+ * Threads that have exited are not counted. undefined if the process is gone.
+ */
+export function mainThreadSplit(pid: number): { main: number; other: number } | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  const out = { main: 0, other: 0 };
+  for (const tid of tids) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      out[tid === String(pid) ? 'main' : 'other'] += (Number(f[11]) + Number(f[12])) / 100;
+    } catch {
+      /* the thread exited */
+    }
+  }
+  return out;
 }
