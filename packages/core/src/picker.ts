@@ -517,24 +517,30 @@ export class PiecePicker {
   /** Step 0: the limited peer's piece set (`run.held`), then the pieces it already sent blocks of. True when `max` is reached. */
   private finishOwnPieces(run: PickRun): boolean {
     const id = run.peer.id;
-    // The pieces this peer has requests in or has sent blocks of (not yet verified).
-    const held = (run.held = new Set<number>());
-    // A peer's requests are recorded piece by piece, so runs of keys share a piece: one add per run, not per block.
     const bpp = this.blocksPerPiece;
-    let last = -1;
-    // Not `get(id) ?? []`: iterating an array here, when the peer has no requests out, deoptimised this function
-    // (its for-of had only seen Sets) and cost a recompile per download.
-    const reqs = this.peerReqs.get(id);
-    if (reqs) {
-      for (const k of reqs) {
-        const i = Math.floor(k / bpp);
-        if (i !== last) held.add((last = i));
+    // Every piece this peer has requests in or has sent blocks of is open (a partial), and every piece this call
+    // starts takes all its blocks, but for the last one started and a short last piece: when the open pieces and
+    // those still fit under the limit, it cannot bind this call, and the held set (a pass over up to a pipeline of
+    // request keys, on every call) is not needed.
+    if (this.partials.size + Math.ceil(run.max / bpp) + 2 > run.lim!) {
+      // The pieces this peer has requests in or has sent blocks of (not yet verified).
+      const held = (run.held = new Set<number>());
+      // A peer's requests are recorded piece by piece, so runs of keys share a piece: one add per run, not per block.
+      let last = -1;
+      // Not `get(id) ?? []`: iterating an array here, when the peer has no requests out, deoptimised this function
+      // (its for-of had only seen Sets) and cost a recompile per download.
+      const reqs = this.peerReqs.get(id);
+      if (reqs) {
+        for (const k of reqs) {
+          const i = Math.floor(k / bpp);
+          if (i !== last) held.add((last = i));
+        }
       }
     }
     let mine: number[] | undefined;
     for (const [i, part] of this.partials) {
       if (part.contributors.has(id) && part.received < part.blocks && this.wanted(i)) {
-        held.add(i);
+        run.held?.add(i);
         (mine ??= []).push(i);
       }
     }

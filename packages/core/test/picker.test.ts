@@ -382,6 +382,54 @@ test('maxPieces: requests stay within the peer\'s piece limit (whole pieces firs
   assert.deepEqual([...new Set(q.pickBlocks(peerOf('s', 'all', { maxPieces: 1 }), 100).map((r) => r.index))], [0]);
 });
 
+test('maxPieces (property): a limited peer never has requests in more pieces than its limit, whatever the others do', () => {
+  // The picker skips building the limited peer's held set when the open pieces plus what one call can start fit under
+  // the limit; this drives it on both sides of that bound (few and many open pieces, small and large calls).
+  const BS = 16384;
+  const op = fc.oneof(
+    fc.record({ kind: fc.constant<'pick'>('pick'), who: fc.constantFrom('prov', 'other'), max: fc.integer({ min: 1, max: 80 }) }),
+    fc.record({ kind: fc.constant<'recv'>('recv'), who: fc.constantFrom('prov', 'other'), n: fc.integer({ min: 1, max: 12 }), at: fc.nat() }),
+  );
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 1000 }), fc.array(op, { maxLength: 60 }), (lim, seed, ops) => {
+      const pieceCount = 48;
+      // A short last piece (2 blocks of 4), as in most torrents.
+      const p = new PiecePicker({ pieceCount, pieceLength: 4 * BS, totalLength: 47 * 4 * BS + 2 * BS, rng: seeded(seed), firstRandomPieces: 0 });
+      p.peerHasAll();
+      p.peerHasAll();
+      const out = new Map<string, BlockRequest[]>([['prov', []], ['other', []]]);
+      const got = new Map<number, Set<number>>();
+      for (const o of ops) {
+        if (o.kind === 'pick') {
+          const reqs = p.pickBlocks(peerOf(o.who, 'all', o.who === 'prov' ? { maxPieces: lim } : {}), o.max);
+          out.get(o.who)!.push(...reqs);
+        } else {
+          const list = out.get(o.who)!;
+          for (let k = 0; k < o.n && list.length > 0; k++) {
+            const r = list.splice(o.at % list.length, 1)[0];
+            const res = p.blockReceived(r, o.who);
+            const s = got.get(r.index) ?? new Set<number>();
+            s.add(r.begin);
+            got.set(r.index, s);
+            for (const other of res.cancel) {
+              const l = out.get(other)!;
+              const i = l.findIndex((x) => x.index === r.index && x.begin === r.begin);
+              if (i >= 0) l.splice(i, 1);
+            }
+            if (res.pieceComplete) {
+              p.setHave(r.index);
+              for (const l of out.values()) for (let i = l.length - 1; i >= 0; i--) if (l[i].index === r.index) l.splice(i, 1);
+            }
+          }
+        }
+        const pieces = new Set(out.get('prov')!.map((r) => r.index));
+        assert.ok(pieces.size <= lim, `limit ${lim}, requests in ${pieces.size} pieces`);
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
 test('maxPieces: a limited peer first finishes the pieces it sent blocks of, copying blocks others still owe', () => {
   const BS = 16384;
   const p = new PiecePicker({ pieceCount: 6, pieceLength: 4 * BS, totalLength: 6 * 4 * BS, rng: seeded(10), firstRandomPieces: 0 });
