@@ -232,13 +232,12 @@ export class SpeedAgent extends EventEmitter {
     // Payments held back for batching are paid at completion by the HAVE hook (extension()), before that HAVE.
     const onPiece = (index: number) => void this.onPieceVerified(index);
     const onFail = (index: number, who: string[]) => this.onPieceFailed(index, who);
-    // 'verified' comes right after the hash check, before the disk write; 'piece' after it (payment is idempotent).
+    // 'verified' comes right after the hash check, before the disk write, for every piece downloaded ('piece', after
+    // the write, always follows it: listening there too only repeated a lookup per piece).
     torrent.on('verified', onPiece);
-    torrent.on('piece', onPiece);
     torrent.on('hash-failure', onFail);
     this.detach = () => {
       torrent.off('verified', onPiece);
-      torrent.off('piece', onPiece);
       torrent.off('hash-failure', onFail);
       if (this.torrent === torrent) this.torrent = undefined;
       this.detach = undefined;
@@ -583,8 +582,7 @@ export class SpeedAgent extends EventEmitter {
 
   /** A piece passed its hash check: pay every Speed provider that charged for bytes of it (idempotent). */
   onPieceVerified(piece: number): Promise<void> {
-    // Called up to three times per piece (verified, HAVE, stored) on the download's hot path: no allocation when
-    // there is nothing to wait for.
+    // Called for every piece downloaded, on the hot path: no allocation when there is nothing to wait for.
     let opening: Promise<void>[] | undefined;
     for (const p of this.peers.values()) {
       if (!p.req) continue;

@@ -352,15 +352,19 @@ function decodePaymentOrAck(b: Uint8Array): PaymentMessage | AckMessage | undefi
     p = afterSigKey + SIGNATURE_BYTES;
   }
   if (p !== b.length - 1 || b[p] !== BYTE_e) return undefined;
-  const copy = (at: number, len: number) => Buffer.from(b.subarray(at, at + len)); // never alias the receive buffer
   if (piece !== undefined) {
     if (sigAt < 0 || seq < 1n || seq > U64_MAX || amount < 1n || amount > U128_MAX || piece > U32_MAX) return undefined;
-    return { type: 'payment', channel: copy(channelAt, CHANNEL_ID_BYTES), seq, amount, piece: Number(piece), sig: copy(sigAt, SIGNATURE_BYTES) };
+    return { type: 'payment', channel: copyOut(b, channelAt, CHANNEL_ID_BYTES), seq, amount, piece: Number(piece), sig: copyOut(b, sigAt, SIGNATURE_BYTES) };
   }
   if (seq > U64_MAX || amount > U128_MAX) return undefined;
-  const m: AckMessage = { type: 'ack', channel: copy(channelAt, CHANNEL_ID_BYTES), seq, amount };
-  if (sigAt >= 0) m.sig = copy(sigAt, SIGNATURE_BYTES);
+  const m: AckMessage = { type: 'ack', channel: copyOut(b, channelAt, CHANNEL_ID_BYTES), seq, amount };
+  if (sigAt >= 0) m.sig = copyOut(b, sigAt, SIGNATURE_BYTES);
   return m;
+}
+
+/** A copy of `len` bytes at `at`: decoded fields never alias the receive buffer. */
+function copyOut(b: Uint8Array, at: number, len: number): Buffer {
+  return Buffer.from(b.subarray(at, at + len));
 }
 
 // ---------- decoding ----------

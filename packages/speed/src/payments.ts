@@ -134,8 +134,12 @@ export function defaultMaxUnpaid(pieceLength: number): number {
 const SERVE_FREE: ServeDecision = Object.freeze({ ok: true, price: 0n }) as ServeDecision;
 
 /** Loops rather than find/some with a closure: these run for every block served. */
+/**
+ * The unpaid entry of `piece` (at most one per piece). Searched newest first: blocks are served, and the gate asked,
+ * mostly for the piece started last, while up to K older ones wait for their payment.
+ */
 function findPiece(list: UnpaidPiece[], piece: number): UnpaidPiece | undefined {
-  for (let i = 0; i < list.length; i++) if (list[i].piece === piece) return list[i];
+  for (let i = list.length - 1; i >= 0; i--) if (list[i].piece === piece) return list[i];
   return undefined;
 }
 
@@ -293,7 +297,7 @@ export class ProviderPayments {
     }
     let u = findPiece(a.unpaid, piece);
     if (!u) {
-      u = { piece, owed: 0n, startedAt: now };
+      u = { piece, owed: 0n, startedAt: now, dueAt: undefined, overdue: false };
       a.unpaid.push(u);
     }
     u.owed += cost;
@@ -304,7 +308,7 @@ export class ProviderPayments {
   /** The requester announced HAVE `piece` (it verified it): the payment for it is now due. */
   onHave(key: string, piece: number, now: number): void {
     const a = this.accounts.get(key);
-    const u = a?.unpaid.find((x) => x.piece === piece);
+    const u = a?.unpaid.find((x) => x.piece === piece); // oldest first: HAVEs come in about the order pieces started
     if (u && u.dueAt === undefined) u.dueAt = now + this.o.paymentTimeoutMs;
   }
 
