@@ -249,10 +249,11 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
         // CPU of both processes (user + system, start-up included, the same in both modes): on a busy 2-core machine
         // a steadier view of Speed's cost than the wall clock.
         const cpuSeed = procCpuSeconds(seeder.process.pid) ?? NaN, cpuLeech = procCpuSeconds(leecher.process.pid) ?? NaN;
-        // Main thread against the rest (compiler, GC helpers, libuv pool, hash workers): the seeder's from the leecher's
-        // start, the leecher's whole life (its start-up is the same in both modes but for loading Speed).
-        const seedSplit = mainThreadSplit(seeder.process.pid), leechSplit = mainThreadSplit(leecher.process.pid);
-        const split = [seedSplit && seedSplitAtStart ? seedSplit.main - seedSplitAtStart.main : NaN, seedSplit && seedSplitAtStart ? seedSplit.other - seedSplitAtStart.other : NaN, leechSplit?.main ?? NaN, leechSplit?.other ?? NaN];
+        // Main thread against the rest (compiler, GC helpers, libuv pool, hash workers), during the transfer: the seeder's
+        // from the leecher's start, the leecher's as it reports it (mainCpuSeconds, Linux).
+        const seedSplit = mainThreadSplit(seeder.process.pid);
+        const leechMain = done.mainCpuSeconds === undefined ? NaN : Number(done.mainCpuSeconds);
+        const split = [seedSplit && seedSplitAtStart ? seedSplit.main - seedSplitAtStart.main : NaN, seedSplit && seedSplitAtStart ? seedSplit.other - seedSplitAtStart.other : NaN, leechMain, Number(done.cpuSeconds) - leechMain];
         if (counted) (mode === 'on' ? splitOn : splitOff).push(split);
         const cpu = cpuSeed + cpuLeech;
         if (counted) (mode === 'on' ? cpuOn : cpuOff).push(cpu);
@@ -299,7 +300,7 @@ async function partAProcs(dir: string, torrentPath: string, seedDir: string): Pr
     log(`(a, processes) median off ${median(offs).toFixed(1)} MB/s, on ${median(ons).toFixed(1)} MB/s, overhead ${(1 - median(ons) / median(offs)).toFixed(3)}; CPU (both processes) off ${median(cpuOff).toFixed(2)} s, on ${median(cpuOn).toFixed(2)} s; during the transfer off ${median(winOff).toFixed(2)} s, on ${median(winOn).toFixed(2)} s`);
     const splits = (a: number[][]) => [0, 1, 2, 3].map((i) => median(a.map((x) => x[i])).toFixed(2));
     const [so, sn] = [splits(splitOff), splits(splitOn)];
-    log(`(a, processes) median thread CPU, main/other: seeder off ${so[0]}/${so[1]} s, on ${sn[0]}/${sn[1]} s; leecher off ${so[2]}/${so[3]} s, on ${sn[2]}/${sn[3]} s`);
+    log(`(a, processes) median thread CPU during the transfer, main/other: seeder off ${so[0]}/${so[1]} s, on ${sn[0]}/${sn[1]} s; leecher off ${so[2]}/${so[3]} s, on ${sn[2]}/${sn[3]} s`);
     return { on: median(ons), off: median(offs), pairsMedian: median(pairs), pairsQ1: quartile(pairs, 1), pairsQ3: quartile(pairs, 3), paidOk, cpuOn: median(cpuOn), cpuOff: median(cpuOff), cpuTransferOn: median(winOn), cpuTransferOff: median(winOff), holdsOn: median(holdsOn) };
   } finally {
     await srv.close();

@@ -1,5 +1,6 @@
 /** `bitorrent download <magnet|file.torrent|info-hash>` */
 import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { formatBytes, formatRate, formatDuration, type Torrent } from '@bitorrent/core';
 import { parseCommandLine } from './args.js';
@@ -112,6 +113,7 @@ export async function run(argv: string[]): Promise<number> {
     client.setProgress(reportProgress(torrent, mode));
     const started = Date.now();
     const cpuAtStart = process.cpuUsage();
+    const mainCpuAtStart = mainThreadCpuSeconds();
     await Promise.race([
       torrent.done,
       selectionFailed,
@@ -121,8 +123,11 @@ export async function run(argv: string[]): Promise<number> {
     const s = torrent.stats();
     const secs = (Date.now() - started) / 1000;
     const cpu = process.cpuUsage(cpuAtStart);
-    // cpuSeconds: this process's user + system time during the transfer (all threads; start-up excluded).
-    if (mode === 'json') console.log(JSON.stringify({ event: 'done', infoHash: s.infoHash, bytes: s.verifiedBytes, seconds: secs, cpuSeconds: (cpu.user + cpu.system) / 1e6 }));
+    // cpuSeconds: this process's user + system time during the transfer (all threads; start-up excluded);
+    // mainCpuSeconds: the main thread's part (Linux only).
+    const mainCpuAtEnd = mainThreadCpuSeconds();
+    const mainCpuSeconds = mainCpuAtStart !== undefined && mainCpuAtEnd !== undefined ? Math.round((mainCpuAtEnd - mainCpuAtStart) * 100) / 100 : undefined;
+    if (mode === 'json') console.log(JSON.stringify({ event: 'done', infoHash: s.infoHash, bytes: s.verifiedBytes, seconds: secs, cpuSeconds: (cpu.user + cpu.system) / 1e6, mainCpuSeconds }));
     else console.log(`done: ${s.name} (${formatBytes(s.verifiedBytes)} in ${formatDuration(secs)}, ${formatRate(s.verifiedBytes / Math.max(secs, 0.001))})`);
     if (keepSeeding) {
       if (mode !== 'json' && mode !== 'quiet') console.log('seeding; press Ctrl-C to stop');
@@ -143,5 +148,16 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   } finally {
     client.dispose();
+  }
+}
+
+/** User + system seconds of the calling (main) thread, from /proc/thread-self (Linux); undefined elsewhere. */
+function mainThreadCpuSeconds(): number | undefined {
+  try {
+    const st = readFileSync('/proc/thread-self/stat', 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return undefined;
   }
 }
