@@ -1269,6 +1269,9 @@ export class Torrent extends EventEmitter {
     // tsx, a defineProperty for its name.
     let allowedPiece = -1;
     let priority: Priority | undefined;
+    // The read-cache entry this stretch last moved to the LRU end: moving it again before another is moved changes
+    // nothing, and was a Map delete + set per block.
+    let touchedPiece = -1;
     try {
       while (peer.uploadQueue.length > 0 && !peer.wire.destroyed && this.state !== 'closed') {
         if (peer.wire.needsDrain) return; // 'drain' resumes us
@@ -1288,12 +1291,14 @@ export class Torrent extends EventEmitter {
           this.reportUploadCharges(peer);
           allowedPiece = -1;
           priority = undefined;
+          touchedPiece = -1;
           await this.upBucket.take(req.length, undefined, prio);
         }
         if (!this.deps.globalUpload.tryTake(req.length, prio)) {
           this.reportUploadCharges(peer);
           allowedPiece = -1;
           priority = undefined;
+          touchedPiece = -1;
           await this.deps.globalUpload.take(req.length, undefined, prio);
         }
         // After a wait this block still goes (its bandwidth is taken); the next one asks the gate again.
@@ -1301,11 +1306,12 @@ export class Torrent extends EventEmitter {
         peer.uploadQueue.shift();
         let piece = this.readReady.get(req.index);
         if (piece) {
-          this.touchReadCache(req.index);
+          if (req.index !== touchedPiece) this.touchReadCache((touchedPiece = req.index));
         } else {
           this.reportUploadCharges(peer);
           allowedPiece = -1;
           priority = undefined;
+          touchedPiece = -1;
           try {
             await this.readPieceCached(req.index);
           } catch (err) {
