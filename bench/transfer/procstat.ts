@@ -11,12 +11,17 @@ export function peakRss(pid: number): number | undefined {
   }
 }
 
+/** user + system CPU seconds in a /proc `stat` file (a process's or one thread's); throws if it cannot be read. */
+function statCpuSeconds(path: string): number {
+  const st = readFileSync(path, 'utf8');
+  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 /** user + system CPU seconds of a live process (all its threads), or undefined if it is gone. */
 export function procCpuSeconds(pid: number): number | undefined {
   try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
+    return statCpuSeconds(`/proc/${pid}/stat`);
   } catch {
     return undefined;
   }
@@ -76,9 +81,7 @@ export function mainThreadSplit(pid: number): { main: number; other: number } | 
   const out = { main: 0, other: 0 };
   for (const tid of tids) {
     try {
-      const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      out[tid === String(pid) ? 'main' : 'other'] += (Number(f[11]) + Number(f[12])) / 100;
+      out[tid === String(pid) ? 'main' : 'other'] += statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
     } catch {
       /* the thread exited */
     }

@@ -133,10 +133,10 @@ export function defaultMaxUnpaid(pieceLength: number): number {
 
 const SERVE_FREE: ServeDecision = Object.freeze({ ok: true, price: 0n }) as ServeDecision;
 
-/** Loops rather than find/some with a closure: these run for every block served. */
 /**
- * The unpaid entry of `piece` (at most one per piece). Searched newest first: blocks are served, and the gate asked,
- * mostly for the piece started last, while up to K older ones wait for their payment.
+ * The unpaid entry of `piece` (at most one per piece). A loop rather than find with a closure: it runs for every piece
+ * served. Newest first: blocks are served, and the gate asked, mostly for the piece started last, while up to K older
+ * ones wait for their payment.
  */
 function findPiece(list: UnpaidPiece[], piece: number): UnpaidPiece | undefined {
   for (let i = list.length - 1; i >= 0; i--) if (list[i].piece === piece) return list[i];

@@ -21,9 +21,9 @@ interface UserBufferHandle {
 
 /**
  * Switch a socket (one a server accepted, or one connected without `onread`) to read into `buffer`, handing each read
- * to `onRead(bytes, buffer)` instead of emitting 'data'. It uses the same two steps `net.Socket` takes for its `onread` option: the socket's private kBuffer and
- * kBufferCb slots, and its handle's `useUserBuffer`. After the switch, `pause()`/`resume()` stop and restart the
- * handle's reads, as they do for `onread` sockets.
+ * to `onRead(bytes, buffer)` instead of emitting 'data'. It uses the same two steps `net.Socket` takes for its `onread`
+ * option: the socket's private kBuffer and kBufferCb slots, and its handle's `useUserBuffer`. After the switch,
+ * `pause()`/`resume()` stop and restart the handle's reads, as they do for `onread` sockets.
  *
  * Those internals are found by feature detection. When they are not there (another Node version), it changes nothing
  * and returns false; the caller then reads through 'data' as before. Emptying what the socket has already buffered
